@@ -1,0 +1,172 @@
+//! Connecting to NATS the way every cauce process does: a URL list, a client name,
+//! optional credentials, TLS when a URL asks for it, and reconnects without end.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::{Client, ServerAddr};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+
+/// How a client proves who it is.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    /// A `.creds` file (JWT and NKey seed), as `nsc` writes them.
+    CredsFile(PathBuf),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("none"),
+            Auth::UserPassword { user, .. } => write!(f, "user {user:?}, password <redacted>"),
+            Auth::Token(_) => f.write_str("token <redacted>"),
+            Auth::CredsFile(path) => write!(f, "creds file {}", path.display()),
+        }
+    }
+}
+
+/// Everything needed to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// One or more server URLs (`nats://`, `tls://`), as a list or comma-separated.
+    pub urls: Vec<String>,
+    /// Shown in the server's connection list (`cauce-gateway gw-1`, `cauce-inference`).
+    pub client_name: String,
+    pub auth: Auth,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(urls: &str, client_name: impl Into<String>) -> Self {
+        Self {
+            urls: split_urls(urls),
+            client_name: client_name.into(),
+            auth: Auth::None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The URL list as one comma-separated string, for logs.
+    pub fn urls_display(&self) -> String {
+        self.urls.join(",")
+    }
+}
+
+/// Splits `nats://a:4222,nats://b:4222` (spaces allowed) into URLs.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Parses the URL list into server addresses, rejecting what async-nats would not take.
+pub fn server_addrs(urls: &[String]) -> Result<Vec<ServerAddr>> {
+    if urls.is_empty() {
+        return Err(Error::BadUrl {
+            url: String::new(),
+            reason: "no NATS URL given".into(),
+        });
+    }
+    urls.iter()
+        .map(|url| {
+            url.parse::<ServerAddr>().map_err(|err| Error::BadUrl {
+                url: url.clone(),
+                reason: err.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Connects, waiting for the first connection; after that the client reconnects by
+/// itself for ever, with a log line for every disconnect and reconnect.
+pub async fn connect(options: &ConnectOptions) -> Result<Client> {
+    let addrs = server_addrs(&options.urls)?;
+    let urls = options.urls_display();
+    let tls = addrs.iter().any(|addr| addr.tls_required());
+    let mut nats_options = async_nats::ConnectOptions::new()
+        .name(&options.client_name)
+        .connection_timeout(options.connect_timeout)
+        .max_reconnects(None)
+        .require_tls(tls)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => info!("nats connected"),
+                async_nats::Event::Disconnected => warn!("nats disconnected, reconnecting"),
+                async_nats::Event::LameDuckMode => warn!("nats server entered lame duck mode"),
+                async_nats::Event::SlowConsumer(sid) => warn!(sid, "nats slow consumer"),
+                async_nats::Event::ServerError(err) => warn!(error = %err, "nats server error"),
+                async_nats::Event::ClientError(err) => warn!(error = %err, "nats client error"),
+                async_nats::Event::Draining | async_nats::Event::Closed => {}
+            }
+        });
+    nats_options = match &options.auth {
+        Auth::None => nats_options,
+        Auth::UserPassword { user, password } => {
+            nats_options.user_and_password(user.clone(), password.clone())
+        }
+        Auth::Token(token) => nats_options.token(token.clone()),
+        Auth::CredsFile(path) => nats_options
+            .credentials_file(path)
+            .await
+            .map_err(|source| Error::Credentials {
+                path: path.clone(),
+                source,
+            })?,
+    };
+    let client = nats_options
+        .connect(addrs)
+        .await
+        .map_err(|source| Error::Connect {
+            urls: urls.clone(),
+            source: source.into(),
+        })?;
+    info!(urls = %urls, client = %options.client_name, "nats ready");
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lists_split_on_commas() {
+        assert_eq!(
+            split_urls(" nats://a:4222, nats://b:4223 ,,"),
+            vec!["nats://a:4222".to_string(), "nats://b:4223".to_string()]
+        );
+        assert_eq!(
+            server_addrs(&split_urls("nats://a:1,tls://b:2"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(server_addrs(&[]).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let auth = Auth::UserPassword {
+            user: "ops".into(),
+            password: "hunter2".into(),
+        };
+        let shown = format!("{auth:?} {:?}", Auth::Token("sekrit".into()));
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sekrit"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Errors of `cauce-nats`, each classified once with a stable snake_case [`Error::kind`].
+
+use std::path::PathBuf;
+
+/// An id that cannot be used: it would break a subject, or it is empty or too long.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} is empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is {len} bytes long, the limit is {max}")]
+    TooLong {
+        kind: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{kind} contains {bad:?}; only {allowed} are allowed")]
+    BadChar {
+        kind: &'static str,
+        bad: char,
+        allowed: &'static str,
+    },
+}
+
+/// A payload that is not a valid message of the expected wire type.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{what} payload is not JSON: {source}")]
+    NotJson {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{what} payload has no version field \"v\"")]
+    MissingVersion { what: &'static str },
+    #[error("{what} payload has wire version {found}, this build reads version {expected}")]
+    WrongVersion {
+        what: &'static str,
+        found: u64,
+        expected: u32,
+    },
+    #[error("{what} payload does not match its schema: {source}")]
+    Schema {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{what} payload is not valid zstd: {reason}")]
+    Compression { what: &'static str, reason: String },
+    #[error("{what} could not be encoded: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+impl WireError {
+    /// A stable label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WireError::NotJson { .. } => "wire_not_json",
+            WireError::MissingVersion { .. } => "wire_missing_version",
+            WireError::WrongVersion { .. } => "wire_wrong_version",
+            WireError::Schema { .. } => "wire_schema",
+            WireError::Compression { .. } => "wire_compression",
+            WireError::Encode { .. } => "wire_encode",
+        }
+    }
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// An existing stream, consumer or bucket is set up in a way cauce cannot use.
+    #[error(
+        "{object} exists with {field} = {found}, cauce needs {wanted}; \
+         change or delete it (nats stream/consumer/kv commands) and start again"
+    )]
+    Conflict {
+        object: String,
+        field: &'static str,
+        found: String,
+        wanted: String,
+    },
+    /// JetStream refused or failed an administrative request.
+    #[error("jetstream {action} of {object} failed: {source}")]
+    JetStream {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A core NATS publish, subscribe or request failed.
+    #[error("nats {action} on {subject} failed: {source}")]
+    Nats {
+        action: &'static str,
+        subject: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot connect to NATS at {urls}: {source}")]
+    Connect {
+        urls: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("invalid NATS URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot read NATS credentials file {path}: {source}", path = path.display())]
+    Credentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A stable label for logs, metric labels and error bodies.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Id(_) => "invalid_id",
+            Error::Wire(wire) => wire.kind(),
+            Error::Conflict { .. } => "nats_conflict",
+            Error::JetStream { .. } => "jetstream",
+            Error::Nats { .. } => "nats",
+            Error::Connect { .. } => "nats_connect",
+            Error::BadUrl { .. } => "nats_bad_url",
+            Error::Credentials { .. } => "nats_credentials",
+        }
+    }
+
+    pub(crate) fn nats(
+        action: &'static str,
+        subject: impl Into<String>,
+        source: impl Into<async_nats::Error>,
+    ) -> Self {
+        Error::Nats {
+            action,
+            subject: subject.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn jetstream(
+        action: &'static str,
+        object: impl Into<String>,
+        source: impl Into<async_nats::Error>,
+    ) -> Self {
+        Error::JetStream {
+            action,
+            object: object.into(),
+            source: source.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,25 @@
+//! `cauce-nats` is the one place that knows NATS: the names of every subject, stream,
+//! consumer and bucket ([`names`]), the typed ids that go into them ([`ids`]), the
+//! versioned JSON wire types ([`wire`]), the idempotent setup of JetStream objects
+//! ([`ensure()`]), how a process connects ([`connect()`]), and how a local
+//! `nats-server` is run ([`server`], and [`testkit`] for tests).
+//!
+//! It does not know HTTP, search or models: the component crates use these types and
+//! never format a subject string themselves.
+
+pub mod connect;
+pub mod discovery;
+pub mod ensure;
+pub mod error;
+pub mod ids;
+pub mod names;
+pub mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod wire;
+
+pub use async_nats;
+pub use connect::{Auth, ConnectOptions, connect};
+pub use ensure::{Action, Ensured, Limits, Retention, ensure, ensure_inference_consumer};
+pub use error::{Error, IdError, Result, WireError};
+pub use ids::{DocId, GatewayId, ModelName, RequestId};

@@ -1,0 +1,127 @@
+//! Every NATS subject, stream, consumer and bucket name cauce uses. No other crate
+//! formats a subject string: they call these functions with typed ids.
+
+use crate::ids::{DocId, GatewayId, ModelName, RequestId};
+
+/// Stream of every accepted question.
+pub const QUESTIONS: &str = "QUESTIONS";
+/// Subject the gateway publishes questions to.
+pub const QUESTIONS_SUBJECT: &str = "cauce.questions";
+/// Durable pull consumer of [`QUESTIONS`] shared by all retrieval workers.
+pub const RETRIEVAL_CONSUMER: &str = "retrieval";
+
+/// Stream of prompt jobs (question plus retrieved context), one subject per model.
+pub const PROMPTS: &str = "PROMPTS";
+/// Wildcard covering every model's prompt subject.
+pub const PROMPTS_SUBJECTS: &str = "cauce.prompts.>";
+
+/// Stream of the corpus: the latest version of each document, or its tombstone.
+pub const DOCS: &str = "DOCS";
+/// Wildcard covering every document subject.
+pub const DOCS_SUBJECTS: &str = "cauce.docs.>";
+/// Prefix of document subjects, for recovering a [`DocId`] from a subject.
+pub const DOCS_SUBJECT_PREFIX: &str = "cauce.docs.";
+
+/// Key-value bucket of final answers, one key per request id.
+pub const RESULTS_BUCKET: &str = "cauce-results";
+/// Key-value bucket of cached answers to repeated deterministic questions.
+pub const CACHE_BUCKET: &str = "cauce-cache";
+/// Key-value bucket of cancels, for requests cancelled while their job was still queued.
+pub const CANCELS_BUCKET: &str = "cauce-cancels";
+
+/// Header carrying the request id through every hop, so one grep follows a request.
+pub const REQUEST_ID_HEADER: &str = "Cauce-Request-Id";
+
+/// Subject of prompt jobs for one model.
+pub fn prompt_subject(model: &ModelName) -> String {
+    format!("cauce.prompts.{model}")
+}
+
+/// Name of the durable pull consumer that the inference workers of `model` share.
+pub fn inference_consumer(model: &ModelName) -> String {
+    format!("inference-{model}")
+}
+
+/// Subject one document's versions and tombstone are published to.
+pub fn doc_subject(doc: &DocId) -> String {
+    format!("{DOCS_SUBJECT_PREFIX}{doc}")
+}
+
+/// The document a `cauce.docs.<id>` subject belongs to, if it is one.
+pub fn doc_id_from_subject(subject: &str) -> Option<DocId> {
+    subject
+        .strip_prefix(DOCS_SUBJECT_PREFIX)
+        .and_then(|id| DocId::parse(id).ok())
+}
+
+/// Reply subject of one request: sources, deltas, done and error events go there.
+pub fn events_subject(gateway: &GatewayId, request: &RequestId) -> String {
+    format!("cauce.events.{gateway}.{request}")
+}
+
+/// Wildcard matching one request's reply subject whatever gateway owns it, so that any
+/// gateway can follow the events of a task another gateway accepted.
+pub fn events_subject_any_gateway(request: &RequestId) -> String {
+    format!("cauce.events.*.{request}")
+}
+
+/// Subject a cancel for one request is published on.
+pub fn cancel_subject(request: &RequestId) -> String {
+    format!("cauce.cancel.{request}")
+}
+
+/// Wildcard a worker subscribes to so that it hears every cancel.
+pub const CANCEL_SUBJECTS: &str = "cauce.cancel.*";
+
+/// The request a `cauce.cancel.<id>` subject cancels, if it is one.
+pub fn request_id_from_cancel_subject(subject: &str) -> Option<RequestId> {
+    subject
+        .strip_prefix("cauce.cancel.")
+        .and_then(|id| RequestId::parse(id).ok())
+}
+
+/// Key of a request in [`RESULTS_BUCKET`] and [`CANCELS_BUCKET`].
+pub fn request_key(request: &RequestId) -> &str {
+    request.as_str()
+}
+
+/// Name of the NATS service (micro) API endpoint group a kind of worker announces under.
+pub fn service_name(kind: WorkerKind) -> &'static str {
+    match kind {
+        WorkerKind::Retrieval => "cauce-retrieval",
+        WorkerKind::Inference => "cauce-inference",
+        WorkerKind::Gateway => "cauce-gateway",
+    }
+}
+
+/// The kinds of process that announce themselves with the NATS service API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerKind {
+    Retrieval,
+    Inference,
+    Gateway,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_built_from_typed_ids() {
+        let gw = GatewayId::parse("gw-1").unwrap();
+        let req = RequestId::parse("abc123").unwrap();
+        let model = ModelName::parse("smollm2").unwrap();
+        let doc = DocId::parse("guide-api").unwrap();
+        assert_eq!(events_subject(&gw, &req), "cauce.events.gw-1.abc123");
+        assert_eq!(cancel_subject(&req), "cauce.cancel.abc123");
+        assert_eq!(prompt_subject(&model), "cauce.prompts.smollm2");
+        assert_eq!(inference_consumer(&model), "inference-smollm2");
+        assert_eq!(doc_subject(&doc), "cauce.docs.guide-api");
+        assert_eq!(doc_id_from_subject("cauce.docs.guide-api"), Some(doc));
+        assert_eq!(
+            request_id_from_cancel_subject("cauce.cancel.abc123"),
+            Some(req)
+        );
+        assert_eq!(doc_id_from_subject("cauce.prompts.x"), None);
+    }
+}

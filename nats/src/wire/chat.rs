@@ -1,0 +1,90 @@
+//! The chat request: what the gateway publishes to `QUESTIONS` once it has validated
+//! an HTTP request.
+
+use serde::{Deserialize, Serialize};
+
+use super::Wire;
+use crate::ids::{GatewayId, ModelName, RequestId};
+
+/// Who said a message of the conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One turn of the conversation, with its content flattened to text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// Sampling parameters of one request. `None` means "the worker's default".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampling {
+    /// Most tokens to generate; `None` runs until an end token or a full context.
+    pub max_tokens: Option<u32>,
+    /// 0 is greedy decoding.
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    /// Same seed, same prompt, same build: same answer.
+    pub seed: Option<u64>,
+    /// Generation stops before any of these strings; they are not part of the answer.
+    pub stop: Vec<String>,
+}
+
+/// Whether and how to retrieve context for a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetrievalOptions {
+    pub enabled: bool,
+    /// How many passages to put in the prompt.
+    pub top_k: u32,
+}
+
+impl Default for RetrievalOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            top_k: 4,
+        }
+    }
+}
+
+/// A validated chat request, as published to `cauce.questions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub id: RequestId,
+    /// The gateway that owns the reply subject.
+    pub gateway: GatewayId,
+    pub model: ModelName,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub retrieval: RetrievalOptions,
+    /// When the gateway accepted the request, in Unix milliseconds.
+    pub created_at_ms: u64,
+    /// After this instant (Unix milliseconds) the request is answered with an error,
+    /// not generated.
+    pub deadline_ms: u64,
+    /// The request this one re-runs, when it was made by `cauce replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<RequestId>,
+}
+
+impl ChatRequest {
+    /// The last user turn, which retrieval searches for.
+    pub fn last_user_message(&self) -> Option<&ChatMessage> {
+        self.messages.iter().rev().find(|m| m.role == Role::User)
+    }
+}
+
+impl Wire for ChatRequest {
+    const WHAT: &'static str = "chat request";
+}

@@ -1,0 +1,124 @@
+//! Events on a request's reply subject `cauce.events.<gateway>.<request>`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Source, Wire};
+use crate::ids::RequestId;
+
+/// One event of a request's answer.
+///
+/// `attempt` is the JetStream delivery count of the job that produced the event (a
+/// redelivered job starts a new attempt) and `seq` numbers the events of one attempt
+/// from 0, so a reader can drop duplicates and notice gaps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub request_id: RequestId,
+    pub attempt: u32,
+    pub seq: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The retrieved sources, sent before the first token.
+    Sources { sources: Vec<Source> },
+    /// The next piece of the answer: whole UTF-8 characters, never a retracted stop string.
+    Delta { text: String },
+    /// The answer is complete.
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+        #[serde(default)]
+        timings: Timings,
+    },
+    /// The request failed; this is its last event.
+    Error { kind: ErrorKind, message: String },
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+    /// Cancelled by the client or an operator.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Token counts, as OpenAI reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// Where the time of one request went, measured by the worker that answered it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    /// From acceptance by the gateway to the start of prefill.
+    pub queue_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+}
+
+/// The stable kinds of error a request can end with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The job's deadline passed before it could be generated.
+    DeadlineExceeded,
+    /// The prompt does not fit the model's context.
+    ContextOverflow,
+    /// The chat template could not render the conversation.
+    Template,
+    /// The job failed on every delivery.
+    DeliveriesExhausted,
+    /// The request is malformed.
+    InvalidRequest,
+    /// A fault inside a worker.
+    Internal,
+    /// A kind this build does not know, from a newer writer.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::ContextOverflow => "context_overflow",
+            ErrorKind::Template => "template",
+            ErrorKind::DeliveriesExhausted => "deliveries_exhausted",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl Wire for Event {
+    const WHAT: &'static str = "event";
+}

@@ -1,0 +1,76 @@
+//! The prompt job: a chat request with its retrieved passages, ready for a model.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ChatRequest, Wire};
+use crate::ids::DocId;
+
+/// One retrieved passage that goes into the prompt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Passage {
+    pub doc_id: DocId,
+    /// Content hash of the document version the passage was read from.
+    pub version: String,
+    pub title: String,
+    /// Headings above the passage, outermost first.
+    #[serde(default)]
+    pub heading_path: Vec<String>,
+    /// File path or URL, with an anchor where the source has one.
+    pub location: String,
+    /// BM25 score.
+    pub score: f32,
+    pub text: String,
+}
+
+/// What a client is shown of a passage: enough to cite and link it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// The number the prompt cites the passage by, from 1.
+    pub number: u32,
+    pub doc_id: DocId,
+    pub title: String,
+    #[serde(default)]
+    pub heading_path: Vec<String>,
+    pub location: String,
+    pub score: f32,
+}
+
+impl Passage {
+    /// The source a client sees for this passage, numbered as in the prompt.
+    pub fn source(&self, number: u32) -> Source {
+        Source {
+            number,
+            doc_id: self.doc_id.clone(),
+            title: self.title.clone(),
+            heading_path: self.heading_path.clone(),
+            location: self.location.clone(),
+            score: self.score,
+        }
+    }
+}
+
+/// Published by a retrieval worker to `cauce.prompts.<model>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptJob {
+    pub request: ChatRequest,
+    /// Best first; the prompt numbers them from 1 in this order.
+    #[serde(default)]
+    pub passages: Vec<Passage>,
+    /// When retrieval finished, in Unix milliseconds.
+    pub retrieved_at_ms: u64,
+}
+
+impl PromptJob {
+    /// The sources of this job, numbered as the prompt numbers them.
+    pub fn sources(&self) -> Vec<Source> {
+        self.passages
+            .iter()
+            .zip(1..)
+            .map(|(p, n)| p.source(n))
+            .collect()
+    }
+}
+
+impl Wire for PromptJob {
+    const WHAT: &'static str = "prompt job";
+}

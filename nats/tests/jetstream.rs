@@ -1,0 +1,242 @@
+//! `ensure`, deduplication, redelivery and restarts against a real nats-server.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream::StorageType};
+use cauce_nats::testkit::NatsServer;
+use cauce_nats::{Action, Error, Limits, ModelName, ensure, ensure_inference_consumer, names};
+use futures::StreamExt;
+
+type Result<T = ()> = std::result::Result<T, async_nats::Error>;
+
+fn server() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[tokio::test]
+async fn ensure_twice_changes_nothing() -> Result {
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    let limits = Limits::default();
+
+    let first = ensure(&js, &limits).await?;
+    assert!(
+        first.iter().all(|e| e.action == Action::Created),
+        "{first:?}"
+    );
+    let objects: Vec<_> = first.iter().map(|e| e.object.as_str()).collect();
+    assert_eq!(
+        objects,
+        [
+            "stream QUESTIONS",
+            "stream PROMPTS",
+            "stream DOCS",
+            "consumer QUESTIONS/retrieval",
+            "bucket cauce-results",
+            "bucket cauce-cache",
+            "bucket cauce-cancels",
+        ]
+    );
+
+    let second = ensure(&js, &limits).await?;
+    assert!(
+        second.iter().all(|e| e.action == Action::Unchanged),
+        "{second:?}"
+    );
+
+    let model = ModelName::parse("smollm2")?;
+    assert_eq!(
+        ensure_inference_consumer(&js, &model, &limits)
+            .await?
+            .action,
+        Action::Created
+    );
+    assert_eq!(
+        ensure_inference_consumer(&js, &model, &limits)
+            .await?
+            .action,
+        Action::Unchanged
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn changed_limits_update_in_place() -> Result {
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    ensure(&js, &Limits::default()).await?;
+
+    let mut limits = Limits::default();
+    limits.questions.max_age = Duration::from_secs(3600);
+    limits.retrieval_ack_wait = Duration::from_secs(5);
+    limits.results.max_age = Duration::from_secs(600);
+    let report = ensure(&js, &limits).await?;
+    let action = |object: &str| report.iter().find(|e| e.object == object).unwrap().action;
+    assert_eq!(action("stream QUESTIONS"), Action::Updated);
+    assert_eq!(action("consumer QUESTIONS/retrieval"), Action::Updated);
+    assert_eq!(action("bucket cauce-results"), Action::Updated);
+    assert_eq!(action("stream PROMPTS"), Action::Unchanged);
+
+    let info = js
+        .get_stream(names::QUESTIONS)
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    assert_eq!(info.max_age, Duration::from_secs(3600));
+    Ok(())
+}
+
+#[tokio::test]
+async fn conflicting_stream_is_reported_by_object_and_field() -> Result {
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: names::QUESTIONS.into(),
+        subjects: vec![names::QUESTIONS_SUBJECT.into()],
+        storage: StorageType::Memory,
+        ..Default::default()
+    })
+    .await?;
+
+    let err = ensure(&js, &Limits::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                field: "storage",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), "nats_conflict");
+    let message = err.to_string();
+    assert!(
+        message.contains("stream QUESTIONS") && message.contains("storage"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn same_msg_id_inside_the_duplicate_window_is_stored_once() -> Result {
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    ensure(&js, &Limits::default()).await?;
+
+    for payload in ["first", "second"] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "req-1");
+        let ack = js
+            .publish_with_headers(names::QUESTIONS_SUBJECT, headers, payload.into())
+            .await?
+            .await?;
+        assert_eq!(ack.duplicate, payload == "second");
+    }
+    let state = js
+        .get_stream(names::QUESTIONS)
+        .await?
+        .info()
+        .await?
+        .state
+        .clone();
+    assert_eq!(state.messages, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unacked_message_is_redelivered_with_its_delivery_count() -> Result {
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    let limits = Limits {
+        retrieval_ack_wait: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    ensure(&js, &limits).await?;
+    js.publish(names::QUESTIONS_SUBJECT, "q".into())
+        .await?
+        .await?;
+
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(names::QUESTIONS)
+        .await?
+        .get_consumer(names::RETRIEVAL_CONSUMER)
+        .await?;
+    let next = || async {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await?;
+        let message = batch.next().await.expect("a message")?;
+        Result::Ok(message)
+    };
+    let first = next().await?;
+    assert_eq!(first.info()?.delivered, 1);
+    // not acked: after the ack wait it comes back
+    let second = next().await?;
+    assert_eq!(second.info()?.delivered, 2);
+    assert_eq!(second.payload, first.payload);
+    second.ack().await?;
+
+    let info = js
+        .get_stream(names::QUESTIONS)
+        .await?
+        .consumer_info(names::RETRIEVAL_CONSUMER)
+        .await?;
+    assert_eq!(
+        info.num_redelivered, 0,
+        "acked, so nothing is waiting for redelivery"
+    );
+    assert_eq!(info.delivered.stream_sequence, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_keeps_jetstream_data_and_clients_reconnect() -> Result {
+    let mut nats = server();
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    ensure(&js, &Limits::default()).await?;
+    js.publish(names::QUESTIONS_SUBJECT, "before".into())
+        .await?
+        .await?;
+
+    nats.restart()?;
+
+    // the same client reconnects by itself; the publish retries until it is back
+    let mut stored = None;
+    for _ in 0..100 {
+        match js.publish(names::QUESTIONS_SUBJECT, "after".into()).await {
+            Ok(ack) => match ack.await {
+                Ok(ack) => {
+                    stored = Some(ack.sequence);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(
+        stored,
+        Some(2),
+        "the message published before the restart is still there"
+    );
+    assert_eq!(
+        client.connection_state(),
+        async_nats::connection::State::Connected
+    );
+    let state = js
+        .get_stream(names::QUESTIONS)
+        .await?
+        .info()
+        .await?
+        .state
+        .clone();
+    assert_eq!(state.messages, 2);
+    Ok(())
+}

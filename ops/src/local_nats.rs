@@ -1,0 +1,76 @@
+//! Finding NATS for `cauce up`: use the server at the URL when one answers, otherwise
+//! start a `nats-server -js` child with its store in the cauce home directory.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cauce_nats::server::{self, ServerConfig};
+use tracing::info;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `nats-server` this process started; stopped when dropped.
+pub struct LocalNats {
+    child: Child,
+    port: u16,
+}
+
+impl LocalNats {
+    /// Stops the server gracefully.
+    pub fn stop(mut self) {
+        info!(port = self.port, "stopping local nats-server");
+        server::stop(&mut self.child, STOP_TIMEOUT);
+    }
+}
+
+impl Drop for LocalNats {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            server::stop(&mut self.child, STOP_TIMEOUT);
+        }
+    }
+}
+
+/// Returns `None` when a NATS server already answers at the first URL; otherwise
+/// starts one there (only for a loopback URL) and returns it.
+pub fn find_or_start(nats_url: &str, home: &Path) -> anyhow::Result<Option<LocalNats>> {
+    let urls = cauce_nats::connect::split_urls(nats_url);
+    let addrs = cauce_nats::connect::server_addrs(&urls)?;
+    let first = &addrs[0];
+    let (host, port) = (first.host().to_string(), first.port());
+    if addrs
+        .iter()
+        .any(|addr| server::answers(addr.host(), addr.port()))
+    {
+        info!(url = %nats_url, "using the nats-server that answers");
+        return Ok(None);
+    }
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
+        bail!("no NATS server answers at {nats_url}; cauce starts one only on a loopback address");
+    }
+    let binary = server::find_binary()?;
+    let store_dir = home.join("nats");
+    let config = ServerConfig {
+        binary,
+        host: if host == "localhost" {
+            "127.0.0.1".into()
+        } else {
+            host
+        },
+        port,
+        log_file: server::log_file_for(&store_dir),
+        store_dir,
+    };
+    info!(
+        port,
+        store = %config.store_dir.display(),
+        binary = %config.binary.display(),
+        "no nats-server answers, starting one"
+    );
+    let child = server::spawn(&config, READY_TIMEOUT)
+        .with_context(|| format!("starting nats-server on port {port}"))?;
+    Ok(Some(LocalNats { child, port }))
+}
