@@ -7,8 +7,13 @@
 //! wires the component crates together.
 
 mod cli;
+mod gateway;
+mod inference;
+mod ingest;
 mod local_nats;
 mod logging;
+mod retrieval;
+mod signals;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -23,8 +28,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the service: find or start nats-server, set up streams and buckets.
+    /// Start the whole service: NATS (found or started), the bundled corpus, one
+    /// retrieval worker, one inference worker and the gateway with the chat page.
     Up(up::UpArgs),
+    /// Read Markdown, text and HTML files and publish them to the DOCS stream.
+    Ingest(ingest::IngestArgs),
+    /// Run one retrieval worker: follow DOCS into a local index, answer questions.
+    Retrieval(retrieval::RetrievalArgs),
+    /// Run one inference worker: a model pulling prompt jobs and streaming answers.
+    Inference(inference::InferenceArgs),
+    /// Run one HTTP gateway: the OpenAI-compatible API, the tasks API and the chat page.
+    Gateway(gateway::GatewayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +50,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Ingest(args) => ingest::run(args).await,
+            Command::Retrieval(args) => retrieval::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
+            Command::Inference(args) => inference::run(args).await,
         }
     })
 }

@@ -1,5 +1,5 @@
 //! `cauce up` with no NATS running: it starts nats-server, sets up every stream and
-//! bucket, and on Ctrl-C (SIGINT) stops the server it started.
+//! bucket, and on Ctrl-C (SIGINT) stops everything, the server it started included.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -23,10 +23,26 @@ async fn up_starts_nats_sets_up_streams_and_stops_it_on_ctrl_c() {
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
+    let model = cauce_inference::installed_model_path();
+    assert!(
+        model.is_file(),
+        "the model is missing at {}; run ./ops/setup",
+        model.display()
+    );
     let mut up = Command::new(env!("CARGO_BIN_EXE_cauce"))
-        .args(["up", "--nats-url", &url])
+        .args([
+            "up",
+            "--nats-url",
+            &url,
+            "--port",
+            &free_port().to_string(),
+            "--slots",
+            "1",
+        ])
         .arg("--home")
         .arg(home.path())
+        .arg("--model")
+        .arg(&model)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();

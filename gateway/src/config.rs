@@ -1,0 +1,119 @@
+//! The gateway's configuration: what `cauce gateway` and `cauce up` fill from flags.
+
+use std::fmt;
+use std::time::Duration;
+
+use cauce_nats::{GatewayId, ModelName};
+
+/// A token bucket per client: `per_second` requests on average, bursts of `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Everything one gateway needs besides its NATS client and listener.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// Token of this gateway's reply subjects; unique among running gateways.
+    pub id: GatewayId,
+    /// The model a request without `model` goes to.
+    pub default_model: ModelName,
+    /// Accepted `Authorization: Bearer` keys; empty means no key is needed.
+    pub api_keys: Vec<String>,
+    /// Streams (chat requests, task event streams) this gateway holds at once.
+    pub max_in_flight: usize,
+    /// Prompt jobs waiting in `PROMPTS` for one model beyond which new work is refused.
+    pub max_backlog: u64,
+    /// Per-client rate limit; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Largest `max_tokens` a request may ask for.
+    pub max_tokens_limit: u32,
+    /// How long to wait for JetStream to ack a question before answering 503.
+    pub publish_timeout: Duration,
+    /// How long a request may take from acceptance to its last event.
+    pub request_timeout: Duration,
+    /// Interval of SSE keep-alive comments while nothing else is sent.
+    pub keep_alive: Duration,
+    /// On shutdown, how long running streams may go on before they are cut.
+    pub shutdown_grace: Duration,
+    /// How long `/readyz` and `/v1/models` gather answers from workers.
+    pub discovery_wait: Duration,
+    /// How long a `PROMPTS` backlog reading is reused before it is read again.
+    pub backlog_refresh: Duration,
+}
+
+impl GatewayConfig {
+    /// Defaults for a gateway with a fresh random id.
+    pub fn new() -> Self {
+        Self {
+            id: GatewayId::generate(),
+            default_model: ModelName::default_model(),
+            api_keys: Vec::new(),
+            max_in_flight: 1024,
+            max_backlog: 1000,
+            rate_limit: Some(RateLimit {
+                per_second: 10.0,
+                burst: 40,
+            }),
+            max_body_bytes: 1 << 20,
+            max_tokens_limit: 4096,
+            publish_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(300),
+            keep_alive: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            discovery_wait: Duration::from_millis(300),
+            backlog_refresh: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = if self.api_keys.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{} <redacted>", self.api_keys.len())
+        };
+        f.debug_struct("GatewayConfig")
+            .field("id", &self.id.as_str())
+            .field("default_model", &self.default_model.as_str())
+            .field("api_keys", &keys)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_backlog", &self.max_backlog)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_tokens_limit", &self.max_tokens_limit)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keep_alive", &self.keep_alive)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_never_print() {
+        let config = GatewayConfig {
+            api_keys: vec!["sk-secret".into()],
+            ..GatewayConfig::new()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("sk-secret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! Running the gateway: the HTTP server, its NATS service announcement, and shutdown
+//! in phases (stop accepting, let running streams finish within the grace period, then
+//! cut what is left).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_nats::Client;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::error::Result;
+use crate::state::Shared;
+use crate::{routes, service, telemetry};
+
+/// Serves the gateway on `listener` until `cancel`, then shuts down gracefully.
+///
+/// The streams and buckets must exist (`cauce_nats::ensure`); the caller owns the NATS
+/// client and drains it after this returns.
+pub async fn serve(
+    config: GatewayConfig,
+    client: Client,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, ?config, "gateway starting");
+    let metrics = telemetry::handle();
+    let grace = config.shutdown_grace;
+    let state = Arc::new(Shared::new(config, client, metrics.clone(), cancel.clone()).await?);
+    let background = CancellationToken::new();
+    let upkeep = tokio::spawn(telemetry::upkeep(metrics, background.clone()));
+    let announcement = service::announce(state.clone(), background.clone()).await?;
+
+    let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tracing::info!(%address, gateway = %state.config.id, "gateway listening");
+    let outcome = tokio::select! {
+        outcome = &mut server => outcome,
+        () = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(streams = state.admission.in_flight(), "shutdown grace over, ending running streams");
+            state.stop_streams.cancel();
+            server.await
+        }
+    };
+    state.stop_streams.cancel();
+    background.cancel();
+    let _ = announcement.await;
+    upkeep.abort();
+    tracing::info!(gateway = %state.config.id, "gateway stopped");
+    Ok(outcome?)
+}

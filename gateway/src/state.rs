@@ -1,0 +1,72 @@
+//! What every handler shares: the configuration, the NATS handles, admission control.
+
+use std::sync::Arc;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, kv};
+use cauce_nats::names;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::auth::ApiKeys;
+use crate::config::GatewayConfig;
+use crate::error::{Error, Result};
+use crate::ratelimit::RateLimiter;
+
+/// Shared by every handler; cheap to clone.
+pub type AppState = Arc<Shared>;
+
+pub struct Shared {
+    pub config: GatewayConfig,
+    pub client: Client,
+    pub js: jetstream::Context,
+    pub results: kv::Store,
+    pub cancels: kv::Store,
+    pub admission: Admission,
+    pub rate_limiter: Option<RateLimiter>,
+    pub api_keys: ApiKeys,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when shutdown starts: `/readyz` turns 503, new requests get 503.
+    pub shutting_down: CancellationToken,
+    /// Cancelled when the shutdown grace is over: running streams end.
+    pub stop_streams: CancellationToken,
+}
+
+impl Shared {
+    pub async fn new(
+        config: GatewayConfig,
+        client: Client,
+        metrics: PrometheusHandle,
+        shutting_down: CancellationToken,
+    ) -> Result<Self> {
+        let js = jetstream::new(client.clone());
+        let results = bucket(&js, names::RESULTS_BUCKET).await?;
+        let cancels = bucket(&js, names::CANCELS_BUCKET).await?;
+        let admission = Admission::new(
+            config.max_in_flight,
+            config.max_backlog,
+            config.backlog_refresh,
+        );
+        Ok(Self {
+            rate_limiter: config.rate_limit.map(RateLimiter::new),
+            api_keys: ApiKeys::new(&config.api_keys),
+            config,
+            client,
+            js,
+            results,
+            cancels,
+            admission,
+            metrics,
+            stop_streams: CancellationToken::new(),
+            shutting_down,
+        })
+    }
+}
+
+async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store> {
+    js.get_key_value(name).await.map_err(|err| Error::Nats {
+        action: "open bucket",
+        reason: format!("{name}: {err} (run `cauce up` once to create the streams and buckets)"),
+    })
+}

@@ -1,0 +1,82 @@
+//! Announcing a worker with the NATS service API, so that `cauce status`, `/v1/models`
+//! and `/readyz` see it: name `cauce-inference`, the model and slots in its metadata,
+//! live counters (busy slots, tokens generated) in its stats and `status` endpoint.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_nats::Client;
+use async_nats::service::{Service, ServiceExt};
+use cauce_nats::ModelName;
+use cauce_nats::discovery::{META_MODEL, META_SLOTS};
+use cauce_nats::names::{WorkerKind, service_name};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use crate::engine::{Engine, EngineStats};
+use crate::error::{Error, Result};
+
+/// A running announcement; [`Announced::stop`] withdraws it.
+pub struct Announced {
+    service: Service,
+    responder: JoinHandle<()>,
+}
+
+impl Announced {
+    pub async fn stop(self) {
+        self.responder.abort();
+        let _ = self.service.stop().await;
+    }
+}
+
+/// The live counters, as JSON.
+pub fn stats_json(model: &ModelName, slots: u32, stats: &EngineStats) -> serde_json::Value {
+    serde_json::json!({
+        "model": model.as_str(),
+        "slots": slots,
+        "busy_slots": stats.busy_slots.load(Ordering::Relaxed),
+        "tokens_generated": stats.tokens_generated.load(Ordering::Relaxed),
+        "prompt_tokens": stats.prompt_tokens.load(Ordering::Relaxed),
+        "reused_prompt_tokens": stats.reused_prompt_tokens.load(Ordering::Relaxed),
+        "jobs_finished": stats.jobs_finished.load(Ordering::Relaxed),
+    })
+}
+
+pub async fn announce(client: &Client, model: &ModelName, engine: &Engine) -> Result<Announced> {
+    let slots = engine.info().slots;
+    let stats: Arc<EngineStats> = engine.stats().clone();
+    let metadata = HashMap::from([
+        (META_MODEL.to_string(), model.to_string()),
+        (META_SLOTS.to_string(), slots.to_string()),
+        (
+            "ctx_per_slot".to_string(),
+            engine.info().ctx_per_slot.to_string(),
+        ),
+    ]);
+    let handler_stats = stats.clone();
+    let handler_model = model.clone();
+    let service = client
+        .service_builder()
+        .description(format!("cauce inference worker for {model}"))
+        .metadata(metadata)
+        .stats_handler(move |_, _| stats_json(&handler_model, slots, &handler_stats))
+        .start(
+            service_name(WorkerKind::Inference),
+            env!("CARGO_PKG_VERSION"),
+        )
+        .await
+        .map_err(|e| Error::nats("announce service", e))?;
+    let mut endpoint = service
+        .endpoint("status")
+        .await
+        .map_err(|e| Error::nats("service endpoint", e))?;
+    let model = model.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(request) = endpoint.next().await {
+            let body = stats_json(&model, slots, &stats).to_string();
+            let _ = request.respond(Ok(body.into())).await;
+        }
+    });
+    Ok(Announced { service, responder })
+}

@@ -1,0 +1,200 @@
+//! The llama.cpp engine with the real SmolLM2 model: batching, sampling, stops, UTF-8.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use cauce_inference::{Engine, EngineConfig, EngineEvent};
+use cauce_nats::wire::{FinishReason, Sampling};
+use common::{collect, greedy, job, model_path};
+
+fn engine(slots: u32) -> Engine {
+    let mut config = EngineConfig::new(model_path());
+    config.slots = slots;
+    config.ctx_per_slot = 1024;
+    Engine::start(config).unwrap_or_else(|err| panic!("{err}"))
+}
+
+const WORDS: [&str; 8] = [
+    "apple", "river", "guitar", "tiger", "rocket", "violet", "castle", "pepper",
+];
+
+fn word_prompt(word: &str) -> String {
+    format!("Say the word {word} and nothing else.")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_job_streams_deltas_then_done_with_usage() {
+    let engine = engine(2);
+    let out = collect(
+        engine
+            .submit(job("What is the capital of France?", greedy(32)))
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        out.deltas.len() > 1,
+        "the answer arrives in pieces: {:?}",
+        out.deltas
+    );
+    assert!(out.text.contains("Paris"), "{:?}", out.text);
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+    assert!(out.usage.prompt_tokens > 5);
+    assert!(out.usage.completion_tokens >= out.deltas.len() as u32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_concurrent_jobs_all_finish_without_cross_talk() {
+    let engine = engine(8);
+    let handles: Vec<_> = WORDS
+        .iter()
+        .map(|w| engine.submit(job(&word_prompt(w), greedy(24))).unwrap())
+        .collect();
+    for (word, handle) in WORDS.iter().zip(handles) {
+        let answer = collect(handle).await.text.to_lowercase();
+        assert!(
+            answer.contains(word),
+            "the answer for {word} does not say it: {answer:?}"
+        );
+        for other in WORDS.iter().filter(|other| *other != word) {
+            assert!(
+                !answer.contains(other),
+                "the answer for {word} mentions {other}: {answer:?}"
+            );
+        }
+    }
+    assert_eq!(engine.stats().busy_slots.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_seed_same_answer_and_greedy_at_temperature_zero() {
+    let engine = engine(2);
+    let seeded = Sampling {
+        max_tokens: Some(24),
+        temperature: Some(0.9),
+        seed: Some(42),
+        ..Sampling::default()
+    };
+    let question = "Tell me a short story about a cat.";
+    let a = collect(engine.submit(job(question, seeded.clone())).unwrap())
+        .await
+        .text;
+    let b = collect(engine.submit(job(question, seeded)).unwrap())
+        .await
+        .text;
+    assert_eq!(a, b);
+    let g1 = collect(engine.submit(job(question, greedy(24))).unwrap())
+        .await
+        .text;
+    let g2 = collect(engine.submit(job(question, greedy(24))).unwrap())
+        .await
+        .text;
+    assert_eq!(g1, g2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_tokens_ends_with_length() {
+    let engine = engine(1);
+    let out = collect(
+        engine
+            .submit(job("Tell me a long story about dragons.", greedy(5)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out.finish_reason, FinishReason::Length);
+    assert_eq!(out.usage.completion_tokens, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_string_ends_the_answer_before_it_and_is_never_sent() {
+    let engine = engine(1);
+    let question = "What is the capital of France?";
+    let full = collect(engine.submit(job(question, greedy(32))).unwrap())
+        .await
+        .text;
+    let stop = "of France";
+    let at = full
+        .find(stop)
+        .unwrap_or_else(|| panic!("{stop:?} not in {full:?}"));
+    let sampling = Sampling {
+        stop: vec![stop.into()],
+        ..greedy(32)
+    };
+    let out = collect(engine.submit(job(question, sampling)).unwrap()).await;
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+    assert_eq!(out.text, full[..at]);
+    assert!(
+        out.deltas
+            .iter()
+            .all(|d| !d.contains("of") || !d.contains("France")),
+        "{:?}",
+        out.deltas
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spanish_with_accents_streams_intact() {
+    let engine = engine(1);
+    let question = "Responde en español: ¿cuál es la capital de España y qué se come allí?";
+    let out = collect(engine.submit(job(question, greedy(48))).unwrap()).await;
+    assert!(
+        out.text.chars().any(|c| "áéíóúñ¿¡".contains(c)),
+        "{:?}",
+        out.text
+    );
+    assert!(
+        out.deltas.iter().all(|d| !d.contains('\u{fffd}')),
+        "{:?}",
+        out.deltas
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_stops_the_sequence_and_frees_its_slot_for_a_queued_job() {
+    let engine = engine(1);
+    let long = Sampling {
+        max_tokens: Some(400),
+        temperature: Some(0.0),
+        ..Sampling::default()
+    };
+    let mut first = engine
+        .submit(job(
+            "Write a very long essay about the history of Rome.",
+            long,
+        ))
+        .unwrap();
+    let queued = engine
+        .submit(job("What is the capital of France?", greedy(16)))
+        .unwrap();
+    // wait for the first answer to be under way, then cancel it
+    loop {
+        match first.events.recv().await.expect("events") {
+            EngineEvent::Delta(_) => break,
+            EngineEvent::Started { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    first.cancel.store(true, Ordering::Relaxed);
+    let cancelled = collect(first).await;
+    assert_eq!(cancelled.finish_reason, FinishReason::Cancelled);
+    assert!(cancelled.usage.completion_tokens < 400);
+    let next = collect(queued).await;
+    assert_eq!(next.finish_reason, FinishReason::Stop);
+    assert!(next.text.contains("Paris"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_longer_than_the_context_fails_deterministically() {
+    let mut config = EngineConfig::new(model_path());
+    config.slots = 1;
+    config.ctx_per_slot = 64;
+    let engine = Engine::start(config).unwrap();
+    let mut handle = engine.submit(job(&"word ".repeat(200), greedy(4))).unwrap();
+    match handle.events.recv().await.expect("an event") {
+        EngineEvent::Failed(err) => {
+            assert!(err.is_deterministic());
+            assert_eq!(err.kind(), "context_overflow");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}

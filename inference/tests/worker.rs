@@ -1,0 +1,208 @@
+//! The inference worker against a real nats-server and the real model: jobs published
+//! in the wire format, events read from the reply subject.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use cauce_nats::discovery::{self, META_MODEL};
+use cauce_nats::names::{self, WorkerKind};
+use cauce_nats::wire::{ErrorKind, EventBody, FinishReason, ResultStatus, Sampling, now_ms};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_job_streams_ordered_deltas_and_the_text_equals_the_stored_result() {
+    let server = nats();
+    let client = server.client().await;
+    let _worker = spawn_worker(client.clone(), worker_config(2));
+    let job = job("What is the capital of France?", greedy(32));
+    let mut events = publish(&client, &job).await;
+    let events = events_until_end(&mut events).await;
+
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..events.len() as u64).collect::<Vec<_>>(),
+        "events numbered in order"
+    );
+    assert!(events.iter().all(|e| e.attempt == 1));
+    let EventBody::Done {
+        finish_reason,
+        usage,
+        timings,
+    } = &events.last().unwrap().body
+    else {
+        panic!("no done event: {events:?}")
+    };
+    assert_eq!(*finish_reason, FinishReason::Stop);
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert!(timings.decode_tokens_per_s > 0.0);
+    let text = delta_text(&events);
+    assert!(text.contains("Paris"), "{text:?}");
+
+    let stored = stored_result(&client, &job.request.id).await;
+    assert_eq!(stored.status, ResultStatus::Done);
+    assert_eq!(stored.text, text);
+    assert_eq!(stored.usage, *usage);
+
+    let workers = discovery::discover(&client, WorkerKind::Inference, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(
+        workers[0].metadata(META_MODEL),
+        Some("smollm2-135m-instruct")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_mid_answer_frees_the_slot_for_the_next_job() {
+    let server = nats();
+    let client = server.client().await;
+    let _worker = spawn_worker(client.clone(), worker_config(1));
+    let long = Sampling {
+        max_tokens: Some(600),
+        temperature: Some(0.0),
+        ..Sampling::default()
+    };
+    let first = job("Write a very long essay about the history of Rome.", long);
+    let mut first_events = publish(&client, &first).await;
+    let queued = job("What is the capital of France?", greedy(24));
+    let mut queued_events = publish(&client, &queued).await;
+
+    // the first delta shows the long answer is running; then cancel it
+    use futures::StreamExt;
+    let message = first_events.next().await.unwrap();
+    let event: cauce_nats::wire::Event = cauce_nats::wire::decode(&message.payload).unwrap();
+    assert!(matches!(event.body, EventBody::Delta { .. }));
+    client
+        .publish(names::cancel_subject(&first.request.id), "".into())
+        .await
+        .unwrap();
+
+    let rest = events_until_end(&mut first_events).await;
+    let EventBody::Done {
+        finish_reason,
+        usage,
+        ..
+    } = &rest.last().unwrap().body
+    else {
+        panic!("{rest:?}")
+    };
+    assert_eq!(*finish_reason, FinishReason::Cancelled);
+    assert!(usage.completion_tokens < 600);
+    let next = events_until_end(&mut queued_events).await;
+    assert!(matches!(
+        next.last().unwrap().body,
+        EventBody::Done {
+            finish_reason: FinishReason::Stop,
+            ..
+        }
+    ));
+    assert_eq!(
+        stored_result(&client, &first.request.id).await.status,
+        ResultStatus::Cancelled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_cancels_and_expired_deadlines_are_answered_without_generating() {
+    let server = nats();
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    cauce_nats::ensure(&js, &limits()).await.unwrap();
+    let cancels = js.get_key_value(names::CANCELS_BUCKET).await.unwrap();
+
+    let cancelled = job("What is the capital of France?", greedy(16));
+    cancels
+        .put(names::request_key(&cancelled.request.id), "".into())
+        .await
+        .unwrap();
+    let mut expired = job("What is the capital of Spain?", greedy(16));
+    expired.request.deadline_ms = now_ms() - 1;
+    let mut cancelled_events = publish(&client, &cancelled).await;
+    let mut expired_events = publish(&client, &expired).await;
+    let _worker = spawn_worker(client.clone(), worker_config(2));
+
+    let events = events_until_end(&mut cancelled_events).await;
+    assert_eq!(events.len(), 1, "no delta for a cancelled job: {events:?}");
+    assert!(matches!(
+        events[0].body,
+        EventBody::Done {
+            finish_reason: FinishReason::Cancelled,
+            ..
+        }
+    ));
+    let events = events_until_end(&mut expired_events).await;
+    assert_eq!(events.len(), 1);
+    let EventBody::Error { kind, message } = &events[0].body else {
+        panic!("{events:?}")
+    };
+    assert_eq!(*kind, ErrorKind::DeadlineExceeded);
+    assert!(message.contains("deadline"));
+    assert_eq!(
+        stored_result(&client, &expired.request.id).await.status,
+        ResultStatus::Failed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_too_long_for_the_context_ends_with_an_error_not_redelivery() {
+    let server = nats();
+    let client = server.client().await;
+    let mut config = worker_config(1);
+    config.engine.ctx_per_slot = 64;
+    let _worker = spawn_worker(client.clone(), config);
+    let long = job(&"word ".repeat(300), greedy(8));
+    let mut events = publish(&client, &long).await;
+    let events = events_until_end(&mut events).await;
+    let EventBody::Error { kind, message } = &events.last().unwrap().body else {
+        panic!("{events:?}")
+    };
+    assert_eq!(*kind, ErrorKind::ContextOverflow);
+    assert!(message.contains("tokens"), "{message}");
+    assert_eq!(events.last().unwrap().attempt, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_on_one_consumer_both_get_jobs() {
+    let server = nats();
+    let client = server.client().await;
+    let _a = spawn_worker(server.client().await, worker_config(1));
+    let _b = spawn_worker(server.client().await, worker_config(1));
+    // wait until both announce themselves
+    for _ in 0..200 {
+        let live = discovery::discover(&client, WorkerKind::Inference, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if live.len() == 2 {
+            break;
+        }
+    }
+    let jobs: Vec<_> = (0..6)
+        .map(|i| job(&format!("Count from {i} to {}.", i + 5), greedy(24)))
+        .collect();
+    let mut subs = Vec::new();
+    for job in &jobs {
+        subs.push(publish(&client, job).await);
+    }
+    for sub in &mut subs {
+        events_until_end(sub).await;
+    }
+    let live = discovery::discover(&client, WorkerKind::Inference, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 2);
+    for worker in &live {
+        let finished = worker
+            .stats_data()
+            .and_then(|d| d["jobs_finished"].as_u64())
+            .unwrap_or(0);
+        assert!(
+            finished > 0,
+            "a worker got no job: {:?}",
+            worker.stats_data()
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! From one file to one `DocRecord::Document`: read, extract by format, chunk, hash
+//! the content into a version, and compress for the wire. Blocking work: callers run
+//! it on `spawn_blocking`.
+
+use bytes::Bytes;
+use cauce_nats::wire::{self, DocPassage, DocRecord, Document};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::chunk::{self, ChunkOptions};
+use crate::extract::{self, Extracted};
+use crate::source::{Format, SourceFile};
+use crate::{html, markdown};
+
+/// A file read and ready to publish.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub file: SourceFile,
+    /// Bytes read from disk.
+    pub source_bytes: usize,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Document { document: Document, payload: Bytes },
+    NoText,
+    Unreadable(std::io::Error),
+}
+
+/// Reads, extracts, chunks and encodes one file.
+pub(crate) fn prepare(file: SourceFile, options: ChunkOptions) -> Prepared {
+    let raw = match std::fs::read(&file.path) {
+        Ok(raw) => raw,
+        Err(err) => {
+            return Prepared {
+                file,
+                source_bytes: 0,
+                outcome: Outcome::Unreadable(err),
+            };
+        }
+    };
+    let source_bytes = raw.len();
+    let text = String::from_utf8_lossy(&raw);
+    let extracted = match file.format {
+        Format::Markdown => markdown::extract(&text),
+        Format::Text => extract::plain_text(&text),
+        Format::Html => html::extract(&text),
+    };
+    let outcome = match build(&file, extracted, options) {
+        Some(document) => match wire::encode_compressed(&DocRecord::Document(document.clone())) {
+            Ok(payload) => Outcome::Document { document, payload },
+            Err(err) => Outcome::Unreadable(std::io::Error::other(err)),
+        },
+        None => Outcome::NoText,
+    };
+    Prepared {
+        file,
+        source_bytes,
+        outcome,
+    }
+}
+
+fn build(file: &SourceFile, extracted: Extracted, options: ChunkOptions) -> Option<Document> {
+    let passages = chunk::passages(&extracted.sections, options);
+    if passages.is_empty() {
+        return None;
+    }
+    let title = extracted.title.unwrap_or_else(|| {
+        file.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let location = file.path.to_string_lossy().into_owned();
+    let version = content_version(&title, &location, &passages);
+    Some(Document {
+        id: file.id.clone(),
+        version,
+        title,
+        location,
+        passages,
+        published_at_ms: wire::now_ms(),
+    })
+}
+
+/// SHA-256 of what a reader sees of the document, as 32 hex digits: the same content
+/// always gets the same version, and a change anywhere (text, headings, title,
+/// location, chunking) gets a new one.
+pub(crate) fn content_version(title: &str, location: &str, passages: &[DocPassage]) -> String {
+    let canonical = json!({ "title": title, "location": location, "passages": passages });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_follows_content_only() {
+        let passage = |text: &str| DocPassage {
+            heading_path: vec![],
+            anchor: None,
+            text: text.into(),
+        };
+        let a = content_version("T", "a.md", &[passage("one")]);
+        assert_eq!(a, content_version("T", "a.md", &[passage("one")]));
+        assert_ne!(a, content_version("T", "a.md", &[passage("two")]));
+        assert_ne!(a, content_version("U", "a.md", &[passage("one")]));
+        assert_eq!(a.len(), 32);
+    }
+}

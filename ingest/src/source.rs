@@ -1,0 +1,253 @@
+//! Finding the files to ingest and naming them: the format comes from the extension,
+//! and the document id from the path, so the same file always has the same id.
+//!
+//! A folder given on the command line is walked (hidden files and folders are left
+//! out); each file's id is `<prefix>-<path inside the folder, without extension>`,
+//! slugged to `[a-z0-9_-]`, where the prefix is `--id-prefix` or the folder's own name.
+//! A file given by itself is `<prefix>-<stem>` with `--id-prefix`, else `<stem>`.
+//! Characters the slug cannot keep (non-ASCII, an over-long path) add a short hash of
+//! the original path, so two different paths do not share an id.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use cauce_nats::DocId;
+use sha2::{Digest, Sha256};
+use walkdir::WalkDir;
+
+use crate::error::{Error, Result};
+
+/// The readable formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Markdown,
+    Text,
+    Html,
+}
+
+impl Format {
+    /// The format of a file with this extension, if cauce reads it.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "md" | "markdown" | "mdown" | "mkd" => Some(Format::Markdown),
+            "txt" | "text" | "rst" => Some(Format::Text),
+            "html" | "htm" | "xhtml" => Some(Format::Html),
+            _ => None,
+        }
+    }
+}
+
+/// One file to read.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub id: DocId,
+    pub format: Format,
+}
+
+/// Why a file was not published.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Not Markdown, text or HTML.
+    UnsupportedType,
+    /// Another file of this run has the same document id.
+    DuplicateId,
+    /// Nothing but markup: no text to index.
+    NoText,
+    /// Larger than one NATS message, compressed.
+    TooLarge,
+    /// The file could not be read.
+    Unreadable,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SkipReason::UnsupportedType => "not Markdown, text or HTML",
+            SkipReason::DuplicateId => "same document id as another file",
+            SkipReason::NoText => "no text",
+            SkipReason::TooLarge => "too large for one message",
+            SkipReason::Unreadable => "unreadable",
+        })
+    }
+}
+
+/// A file left out, and why.
+#[derive(Clone, Debug)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: SkipReason,
+}
+
+/// The files of one run, and what they cover.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    pub files: Vec<SourceFile>,
+    pub skipped: Vec<Skipped>,
+    /// Id prefixes (`docs-`) of the folders walked: `--delete-missing` only tombstones
+    /// documents under these.
+    pub scopes: Vec<String>,
+}
+
+/// Walks `roots` and names every readable file.
+pub fn discover(roots: &[PathBuf], id_prefix: Option<&str>) -> Result<Discovered> {
+    let mut found = Discovered::default();
+    let mut first_path_of_id: HashMap<DocId, PathBuf> = HashMap::new();
+    for root in roots {
+        let meta = std::fs::metadata(root).map_err(|source| Error::Read {
+            path: root.clone(),
+            source,
+        })?;
+        if meta.is_file() {
+            let stem = root
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let id = make_id(id_prefix, &stem, root)?;
+            add(&mut found, &mut first_path_of_id, root.clone(), id);
+            continue;
+        }
+        let prefix = match id_prefix {
+            Some(prefix) => prefix.to_string(),
+            None => folder_name(root),
+        };
+        let scope = make_id(Some(&prefix), "", root)?;
+        found.scopes.push(format!("{scope}-"));
+        let walker = WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walker {
+            let entry = entry.map_err(|source| Error::Walk {
+                path: root.clone(),
+                source,
+            })?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let path = entry.into_path();
+            let relative = path.strip_prefix(root).unwrap_or(&path).with_extension("");
+            let id = make_id(Some(&prefix), &relative.to_string_lossy(), &path)?;
+            add(&mut found, &mut first_path_of_id, path, id);
+        }
+    }
+    Ok(found)
+}
+
+fn add(
+    found: &mut Discovered,
+    first_path_of_id: &mut HashMap<DocId, PathBuf>,
+    path: PathBuf,
+    id: DocId,
+) {
+    let Some(format) = Format::from_path(&path) else {
+        found.skipped.push(Skipped {
+            path,
+            reason: SkipReason::UnsupportedType,
+        });
+        return;
+    };
+    if first_path_of_id.contains_key(&id) {
+        found.skipped.push(Skipped {
+            path,
+            reason: SkipReason::DuplicateId,
+        });
+        return;
+    }
+    first_path_of_id.insert(id.clone(), path.clone());
+    found.files.push(SourceFile { path, id, format });
+}
+
+fn folder_name(root: &Path) -> String {
+    let absolute = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    absolute
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into())
+}
+
+/// `prefix-slug(name)`, or `slug(name)` without a prefix.
+fn make_id(prefix: Option<&str>, name: &str, path: &Path) -> Result<DocId> {
+    let joined = match prefix {
+        Some(prefix) if !name.is_empty() => format!("{prefix}/{name}"),
+        Some(prefix) => prefix.to_string(),
+        None => name.to_string(),
+    };
+    DocId::parse(slug(&joined)).map_err(|source| Error::Id {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Lowercase `[a-z0-9_-]`; path separators, dots and spaces become `-`.
+pub(crate) fn slug(text: &str) -> String {
+    const KEEP: usize = 180;
+    let mut out = String::with_capacity(text.len());
+    let mut lossy = false;
+    for c in text.chars() {
+        let mapped = match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            '/' | '\\' | '.' | ' ' | '-' => '-',
+            _ => {
+                lossy = true;
+                '-'
+            }
+        };
+        if mapped == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(mapped);
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.len() > KEEP {
+        out.truncate(KEEP);
+        lossy = true;
+    }
+    if lossy || out.is_empty() {
+        let hash = Sha256::digest(text.as_bytes());
+        let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&short);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_subject_safe_and_stable() {
+        assert_eq!(slug("docs/Scaling Out.md"), "docs-scaling-out-md");
+        assert_eq!(slug("guide/./api"), "guide-api");
+        let accented = slug("docs/configuración");
+        assert!(accented.starts_with("docs-configuraci-n-"), "{accented}");
+        assert_ne!(slug("docs/añb"), slug("docs/aéb"));
+        assert!(DocId::parse(slug(&"x/".repeat(400))).is_ok());
+        assert!(DocId::parse(slug("***")).is_ok());
+    }
+
+    #[test]
+    fn formats_come_from_the_extension() {
+        assert_eq!(
+            Format::from_path(Path::new("a/B.MD")),
+            Some(Format::Markdown)
+        );
+        assert_eq!(
+            Format::from_path(Path::new("index.htm")),
+            Some(Format::Html)
+        );
+        assert_eq!(
+            Format::from_path(Path::new("notes.txt")),
+            Some(Format::Text)
+        );
+        assert_eq!(Format::from_path(Path::new("logo.png")), None);
+    }
+}

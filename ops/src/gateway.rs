@@ -1,0 +1,181 @@
+//! `cauce gateway`: one HTTP gateway. Several can run side by side, each with its own
+//! id, against the same NATS.
+//!
+//! [`GatewayHttpArgs`] is also what `cauce up` flattens to run a gateway in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use cauce_gateway::{GatewayConfig, RateLimit};
+use cauce_nats::{GatewayId, ModelName, connect, ensure};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{LimitsArgs, NatsArgs};
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    http: GatewayHttpArgs,
+}
+
+/// The gateway's own flags.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayHttpArgs {
+    /// Address to listen on
+    #[arg(long, env = "CAUCE_GATEWAY_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on
+    #[arg(long, env = "CAUCE_GATEWAY_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Id of this gateway, unique among running gateways [default: random]
+    #[arg(long, env = "CAUCE_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Model of requests that name none
+    #[arg(long, env = "CAUCE_DEFAULT_MODEL", default_value = ModelName::DEFAULT)]
+    pub default_model: String,
+    /// Accepted API keys, comma-separated; none means no key is needed
+    #[arg(long, env = "CAUCE_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// File of accepted API keys, one per line ('#' starts a comment)
+    #[arg(long, env = "CAUCE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Streams this gateway holds at once; beyond it new requests get 503
+    #[arg(long, env = "CAUCE_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Prompt jobs waiting for a model beyond which new requests get 503
+    #[arg(long, env = "CAUCE_MAX_BACKLOG", default_value_t = 1000)]
+    pub max_backlog: u64,
+    /// Requests per second per client (API key or address); 0 turns the limit off
+    #[arg(long, env = "CAUCE_RATE_LIMIT", default_value_t = 10.0)]
+    pub rate_limit: f64,
+    /// Burst of requests a client may send at once
+    #[arg(long, env = "CAUCE_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+    /// Largest request body in bytes
+    #[arg(long, env = "CAUCE_MAX_BODY", default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// How long a request may take from acceptance to its last token
+    #[arg(long, env = "CAUCE_REQUEST_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// How long to wait for JetStream to ack a question before answering 503
+    #[arg(long, env = "CAUCE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+    /// On shutdown, how long running streams may go on
+    #[arg(long, env = "CAUCE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl GatewayHttpArgs {
+    /// The address to bind.
+    pub fn address(&self) -> anyhow::Result<SocketAddr> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = host
+            .parse()
+            .with_context(|| format!("--host {:?} is not an IP address", self.host))?;
+        Ok(SocketAddr::new(ip, self.port))
+    }
+
+    /// The gateway configuration these flags describe.
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let mut api_keys: Vec<String> = self
+            .api_keys
+            .iter()
+            .flat_map(|keys| keys.split(','))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some(path) = &self.api_keys_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API keys file {}", path.display()))?;
+            api_keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        let id = match &self.gateway_id {
+            Some(id) => GatewayId::parse(id.as_str()).context("--gateway-id")?,
+            None => GatewayId::generate(),
+        };
+        let rate_limit = (self.rate_limit > 0.0).then_some(RateLimit {
+            per_second: self.rate_limit,
+            burst: self.rate_burst.max(1),
+        });
+        Ok(GatewayConfig {
+            id,
+            default_model: ModelName::parse(self.default_model.as_str())
+                .context("--default-model")?,
+            api_keys,
+            max_in_flight: self.max_in_flight.max(1),
+            max_backlog: self.max_backlog,
+            rate_limit,
+            max_body_bytes: self.max_body,
+            request_timeout: self.request_timeout,
+            publish_timeout: self.publish_timeout,
+            shutdown_grace: self.shutdown_grace,
+            ..GatewayConfig::new()
+        })
+    }
+}
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let config = args.http.config()?;
+    let address = args.http.address()?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(&format!("cauce-gateway {}", config.id))?,
+    )
+    .await?;
+    let js = cauce_nats::async_nats::jetstream::new(client.clone());
+    ensure(&js, &args.limits.limits())
+        .await
+        .context("setting up streams and buckets")?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))?;
+    println!(
+        "cauce gateway {} listening on http://{}",
+        config.id,
+        listener.local_addr()?
+    );
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(shutdown_on_signals(cancel.clone()));
+    cauce_gateway::serve(config, client.clone(), listener, cancel).await?;
+    client.drain().await.ok();
+    Ok(())
+}
+
+/// The first Ctrl-C or SIGTERM starts a graceful shutdown; a second one exits at once.
+async fn shutdown_on_signals(cancel: CancellationToken) {
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        warn!("cannot install a SIGTERM handler");
+        return;
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        if round == 0 {
+            info!("shutting down: finishing running streams (again to exit at once)");
+            cancel.cancel();
+        } else {
+            warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}

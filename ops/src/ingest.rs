@@ -1,0 +1,66 @@
+//! `cauce ingest PATH…`: read Markdown, text and HTML files and bring the `DOCS` stream
+//! up to date with them; prints a summary at the end. Ctrl-C or SIGTERM stops it
+//! between documents (what was published stays published; a rerun skips it as
+//! unchanged); a second signal exits at once.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cauce_ingest::{ChunkOptions, IngestOptions, ProgressMode};
+use cauce_nats::{connect, ensure};
+use clap::Args;
+use tracing::info;
+
+use crate::cli::{LimitsArgs, NatsArgs};
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and folders to ingest (Markdown, plain text, HTML)
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Prefix of every document id [default: the folder's name]
+    #[arg(long, env = "CAUCE_INGEST_ID_PREFIX")]
+    id_prefix: Option<String>,
+    /// Publish tombstones for documents under these folders that no file produced
+    #[arg(long, env = "CAUCE_INGEST_DELETE_MISSING")]
+    delete_missing: bool,
+    /// Target passage size, in characters
+    #[arg(long, env = "CAUCE_PASSAGE_CHARS", default_value_t = 1000)]
+    passage_chars: usize,
+    /// Characters repeated from one passage at the start of the next
+    #[arg(long, env = "CAUCE_PASSAGE_OVERLAP", default_value_t = 150)]
+    passage_overlap: usize,
+    /// Publishes awaiting their ack, at most
+    #[arg(long, env = "CAUCE_INGEST_IN_FLIGHT", default_value_t = 64)]
+    max_in_flight: usize,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let options = IngestOptions {
+        paths: args.paths,
+        id_prefix: args.id_prefix,
+        delete_missing: args.delete_missing,
+        chunk: ChunkOptions {
+            target_chars: args.passage_chars,
+            overlap_chars: args.passage_overlap,
+        },
+        max_in_flight: args.max_in_flight,
+        progress: ProgressMode::detect(),
+    };
+    info!(?options, nats_url = %args.nats.nats_url, "cauce ingest");
+    let client = connect(&args.nats.connect_options("cauce-ingest")?).await?;
+    let js = cauce_nats::async_nats::jetstream::new(client.clone());
+    ensure(&js, &args.limits.limits())
+        .await
+        .context("setting up the NATS streams")?;
+
+    let cancel = crate::retrieval::cancel_on_signals()?;
+    let summary = cauce_ingest::run(options, &js, &cancel).await?;
+    client.flush().await.ok();
+    println!("{summary}");
+    Ok(())
+}

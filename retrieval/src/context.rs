@@ -1,0 +1,148 @@
+//! Context assembly: from scored passage hits to the passages of a prompt.
+//!
+//! Hits arrive best first. A hit next to one already chosen from the same document
+//! and section (ordinals one apart: ingest repeats the end of a passage at the start of
+//! the next) is merged into it, its repeated overlap removed, keeping the better score.
+//! Up to `top_k` passages are kept, then trimmed to a character budget: a passage that
+//! does not fit is cut at a word when enough room is left, else it and the rest are
+//! dropped. The best passage is always kept, cut if it must be.
+
+use cauce_nats::wire::Passage;
+
+/// One hit of the search, with what context assembly needs of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    pub passage: Passage,
+    /// Position of the passage in its document.
+    pub ord: u64,
+}
+
+/// Below this many characters of budget left, a passage is dropped rather than cut.
+const MIN_USEFUL_CHARS: usize = 200;
+
+/// Chooses, merges and trims hits into the passages of a prompt, best first.
+pub fn assemble(hits: Vec<Hit>, top_k: usize, budget_chars: usize) -> Vec<Passage> {
+    // (passage, first ord, last ord)
+    let mut chosen: Vec<(Passage, u64, u64)> = Vec::new();
+    for hit in hits {
+        let room = chosen.len() < top_k;
+        let neighbour = chosen.iter_mut().find(|(p, first, last)| {
+            p.doc_id == hit.passage.doc_id
+                && p.version == hit.passage.version
+                && p.heading_path == hit.passage.heading_path
+                && (hit.ord + 1 == *first || *last + 1 == hit.ord)
+        });
+        match neighbour {
+            Some((passage, first, last)) => {
+                if hit.ord < *first {
+                    passage.text = merge_overlapping(&hit.passage.text, &passage.text);
+                    *first = hit.ord;
+                } else {
+                    passage.text = merge_overlapping(&passage.text, &hit.passage.text);
+                    *last = hit.ord;
+                }
+                passage.score = passage.score.max(hit.passage.score);
+            }
+            None if room => chosen.push((hit.passage, hit.ord, hit.ord)),
+            None => {}
+        }
+    }
+
+    let mut left = budget_chars;
+    let mut out = Vec::new();
+    for (mut passage, _, _) in chosen {
+        let len = passage.text.chars().count();
+        if len > left {
+            if left < MIN_USEFUL_CHARS && !out.is_empty() {
+                break;
+            }
+            passage.text = cut_at_word(&passage.text, left);
+            out.push(passage);
+            break;
+        }
+        left -= len;
+        out.push(passage);
+    }
+    out
+}
+
+/// `first` followed by `second`, without the text that ends `first` and starts `second`.
+pub fn merge_overlapping(first: &str, second: &str) -> String {
+    let longest = first.len().min(second.len());
+    let overlap = (1..=longest)
+        .rev()
+        .filter(|&n| first.is_char_boundary(first.len() - n) && second.is_char_boundary(n))
+        .find(|&n| first.ends_with(&second[..n]))
+        .unwrap_or(0);
+    if overlap == 0 {
+        return format!("{first}\n\n{second}");
+    }
+    format!("{first}{}", &second[overlap..])
+}
+
+fn cut_at_word(text: &str, max_chars: usize) -> String {
+    let end = text
+        .char_indices()
+        .nth(max_chars)
+        .map_or(text.len(), |(i, _)| i);
+    let window = &text[..end];
+    let cut = match window.rfind(char::is_whitespace) {
+        Some(space) if space > end / 2 => space,
+        _ => end,
+    };
+    format!("{}…", window[..cut].trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cauce_nats::DocId;
+
+    fn hit(doc: &str, ord: u64, score: f32, text: &str) -> Hit {
+        Hit {
+            passage: Passage {
+                doc_id: DocId::parse(doc).unwrap(),
+                version: "v1".into(),
+                title: doc.into(),
+                heading_path: vec!["H".into()],
+                location: format!("{doc}.md"),
+                score,
+                text: text.into(),
+            },
+            ord,
+        }
+    }
+
+    #[test]
+    fn neighbours_of_one_document_merge_without_repeating_the_overlap() {
+        let hits = vec![
+            hit("a", 1, 3.0, "second part. and the third"),
+            hit("b", 0, 2.0, "other doc"),
+            hit("a", 0, 1.0, "first part. second part."),
+            hit("a", 5, 0.5, "far away"),
+        ];
+        let out = assemble(hits, 2, 10_000);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].text, "first part. second part. and the third");
+        assert_eq!(out[0].score, 3.0);
+        assert_eq!(out[1].doc_id.as_str(), "b");
+    }
+
+    #[test]
+    fn budget_cuts_at_a_word_and_keeps_the_best() {
+        let long = "word ".repeat(100);
+        let out = assemble(vec![hit("a", 0, 2.0, &long), hit("b", 0, 1.0, "x")], 4, 52);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].text.ends_with('…') && out[0].text.chars().count() <= 53,
+            "{}",
+            out[0].text
+        );
+    }
+
+    #[test]
+    fn merge_without_overlap_keeps_both() {
+        assert_eq!(merge_overlapping("abc", "def"), "abc\n\ndef");
+        assert_eq!(merge_overlapping("añb c", "b cd"), "añb cd");
+    }
+}

@@ -1,0 +1,130 @@
+//! Searching the local index for a conversation, and counting searches for the stats.
+//! [`Searcher::search`] blocks (it reads segments): async callers run it on
+//! `spawn_blocking`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use cauce_nats::DocId;
+use cauce_nats::wire::{ChatMessage, Passage};
+use tantivy::collector::TopDocs;
+use tantivy::schema::Value;
+use tantivy::{IndexReader, TantivyDocument};
+use tracing::warn;
+
+use crate::context::{self, Hit};
+use crate::error::{Error, Result};
+use crate::index::LocalIndex;
+use crate::query::SearchTerms;
+use crate::schema::{Fields, Language};
+
+/// Candidates fetched per passage wanted, so that merging neighbours still fills `top_k`.
+const CANDIDATES_PER_PASSAGE: usize = 3;
+
+/// Search counters, shared with the stats handler.
+#[derive(Debug, Default)]
+pub struct SearchStats {
+    pub searches: AtomicU64,
+    pub total_micros: AtomicU64,
+    pub max_micros: AtomicU64,
+}
+
+/// A cheap-to-clone handle that searches the index as of its last commit.
+#[derive(Clone)]
+pub struct Searcher {
+    reader: IndexReader,
+    fields: Fields,
+    language: Language,
+    stats: Arc<SearchStats>,
+}
+
+impl Searcher {
+    pub fn new(index: &LocalIndex) -> Self {
+        Self {
+            reader: index.reader(),
+            fields: index.fields,
+            language: index.language,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<SearchStats> {
+        &self.stats
+    }
+
+    /// Passages in the index now.
+    pub fn passages(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The best passages for the conversation, merged and trimmed to `budget_chars`.
+    /// No text makes this fail: text without searchable words finds nothing.
+    pub fn search(
+        &self,
+        messages: &[ChatMessage],
+        top_k: usize,
+        budget_chars: usize,
+    ) -> Result<Vec<Passage>> {
+        let started = Instant::now();
+        let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
+        let passages = self.search_terms(&terms, top_k, budget_chars);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.searches.fetch_add(1, Ordering::Relaxed);
+        self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats.max_micros.fetch_max(micros, Ordering::Relaxed);
+        passages
+    }
+
+    fn search_terms(
+        &self,
+        terms: &SearchTerms,
+        top_k: usize,
+        budget_chars: usize,
+    ) -> Result<Vec<Passage>> {
+        if terms.is_empty() || top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let query = terms.to_query(&self.fields);
+        let collector = TopDocs::with_limit(top_k * CANDIDATES_PER_PASSAGE).order_by_score();
+        let top = searcher
+            .search(&*query, &collector)
+            .map_err(Error::index("search"))?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher
+                .doc(address)
+                .map_err(Error::index("read document"))?;
+            match self.hit(&doc, score) {
+                Some(hit) => hits.push(hit),
+                None => warn!(?address, "indexed passage lacks a stored field, skipped"),
+            }
+        }
+        Ok(context::assemble(hits, top_k, budget_chars))
+    }
+
+    fn hit(&self, doc: &TantivyDocument, score: f32) -> Option<Hit> {
+        let f = self.fields;
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        Some(Hit {
+            passage: Passage {
+                doc_id: DocId::parse(text(f.doc_id)?).ok()?,
+                version: text(f.version)?,
+                title: text(f.title)?,
+                heading_path: doc
+                    .get_all(f.headings)
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                location: text(f.location)?,
+                score,
+                text: text(f.text)?,
+            },
+            ord: doc.get_first(f.ord).and_then(|v| v.as_u64())?,
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! The retrieval worker: pull a question from the `retrieval` consumer, search, send
+//! the `sources` event to the reply subject at once, publish the prompt job with
+//! `Nats-Msg-Id` set to the request id, and ack the question only after JetStream
+//! acked the prompt job. A redelivered question (a worker died before its ack) makes
+//! the same publish, which JetStream drops as a duplicate: one prompt job per question.
+//!
+//! Shutdown: stop pulling, let the questions in hand finish within a deadline (those
+//! that do not are redelivered after the ack wait), stop following `DOCS`, withdraw the
+//! service.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{Client, HeaderMap};
+use cauce_nats::wire::{self, ChatRequest, Event, EventBody, Passage, PromptJob};
+use cauce_nats::{Limits, ModelName, names};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::error::{Error, Result};
+use crate::follow::{FollowOptions, Follower};
+use crate::index::LocalIndex;
+use crate::schema::Language;
+use crate::search::Searcher;
+use crate::service::{self, StatsSource};
+
+/// How long questions in hand may take to finish at shutdown.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Delay before a question whose prompt job could not be published is redelivered.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Everything a retrieval worker needs besides a NATS client.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Directory of the local index (created, or rebuilt from `DOCS`, as needed).
+    pub index_dir: PathBuf,
+    pub language: Language,
+    /// Limits of the NATS objects, for `ensure` at start and the inference consumers.
+    pub limits: Limits,
+    /// Upper bound on a request's `top_k`.
+    pub max_top_k: usize,
+    /// Characters of passage text a prompt may carry.
+    pub context_budget_chars: usize,
+    /// Questions handled at once.
+    pub concurrency: usize,
+    pub follow: FollowOptions,
+}
+
+impl WorkerConfig {
+    pub fn new(index_dir: PathBuf) -> Self {
+        Self {
+            index_dir,
+            language: Language::English,
+            limits: Limits::default(),
+            max_top_k: 16,
+            context_budget_chars: 6000,
+            concurrency: 8,
+            follow: FollowOptions::default(),
+        }
+    }
+}
+
+/// What every question handler shares.
+struct Shared {
+    js: jetstream::Context,
+    client: Client,
+    searcher: Searcher,
+    config: WorkerConfig,
+    /// Models whose inference consumer this process has ensured.
+    ensured_models: Mutex<HashSet<ModelName>>,
+}
+
+/// Runs one retrieval worker until `cancel` fires.
+pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken) -> Result<()> {
+    info!(
+        index_dir = %config.index_dir.display(), language = %config.language,
+        max_top_k = config.max_top_k, context_budget_chars = config.context_budget_chars,
+        concurrency = config.concurrency, "retrieval worker starting"
+    );
+    let js = jetstream::new(client.clone());
+    cauce_nats::ensure(&js, &config.limits).await?;
+    let mut docs = js
+        .get_stream(names::DOCS)
+        .await
+        .map_err(|e| Error::jetstream("look up DOCS")(e.into()))?;
+    let docs_info = docs
+        .info()
+        .await
+        .map_err(|e| Error::jetstream("DOCS info")(e.into()))?;
+    let stream_created = docs_info.created.unix_timestamp_nanos().to_string();
+    let last_seq = if docs_info.state.messages == 0 {
+        0
+    } else {
+        docs_info.state.last_sequence
+    };
+
+    let (dir, language) = (config.index_dir.clone(), config.language);
+    let index = tokio::task::spawn_blocking(move || {
+        LocalIndex::open_or_rebuild(&dir, language, &stream_created, last_seq)
+    })
+    .await
+    .map_err(|source| Error::Task {
+        what: "index open",
+        source,
+    })??;
+    let searcher = Searcher::new(&index);
+
+    let follow_cancel = cancel.child_token();
+    let mut follower = Follower::spawn(
+        js.clone(),
+        index,
+        last_seq,
+        config.follow,
+        follow_cancel.clone(),
+    );
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        status = follower.caught_up() => info!(docs_seq = status.docs_seq, applied = status.applied, passages = searcher.passages(), "index ready"),
+    }
+
+    let stats = StatsSource {
+        language: config.language.to_string(),
+        index_dir: config.index_dir.clone(),
+        searcher: searcher.clone(),
+        follow: follower.status.clone(),
+    };
+    let (service, status_task) = service::announce(&client, stats).await?;
+    let shared = Arc::new(Shared {
+        js,
+        client,
+        searcher,
+        config,
+        ensured_models: Mutex::default(),
+    });
+    let pulled = pull_questions(&shared, &cancel).await;
+
+    follow_cancel.cancel();
+    if let Err(err) = service.stop().await {
+        debug!(error = %err, "service stop");
+    }
+    status_task.abort();
+    let followed = follower.task.await.map_err(|source| Error::Task {
+        what: "DOCS follower",
+        source,
+    })?;
+    info!("retrieval worker stopped");
+    pulled.and(followed)
+}
+
+async fn pull_questions(shared: &Arc<Shared>, cancel: &CancellationToken) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Ok(());
+    }
+    let consumer: jetstream::consumer::PullConsumer = shared
+        .js
+        .get_consumer_from_stream(names::RETRIEVAL_CONSUMER, names::QUESTIONS)
+        .await
+        .map_err(|e| Error::jetstream("look up the retrieval consumer")(e.into()))?;
+    let concurrency = shared.config.concurrency.max(1);
+    let mut questions = consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .messages()
+        .await
+        .map_err(|e| Error::jetstream("pull questions")(e.into()))?;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut in_hand = JoinSet::new();
+    info!(consumer = names::RETRIEVAL_CONSUMER, "pulling questions");
+    loop {
+        let slot = tokio::select! {
+            () = cancel.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let next = tokio::select! {
+            () = cancel.cancelled() => break,
+            next = questions.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => {
+                let shared = Arc::clone(shared);
+                in_hand.spawn(async move {
+                    handle(&shared, message).await;
+                    drop(slot);
+                });
+            }
+            Some(Err(err)) => {
+                warn!(error = %err, "pulling questions failed, retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+            None => {
+                return Err(Error::jetstream("pull questions")(
+                    "the consumer stream ended".into(),
+                ));
+            }
+        }
+        while in_hand.try_join_next().is_some() {}
+    }
+    drop(questions);
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        while in_hand.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = in_hand.len(),
+            "questions still in hand at shutdown, they will be redelivered"
+        );
+    }
+    Ok(())
+}
+
+/// Handles one question; failures are logged and the question is nak'ed or terminated.
+async fn handle(shared: &Shared, message: jetstream::Message) {
+    let attempt = message
+        .info()
+        .map(|info| info.delivered)
+        .unwrap_or(1)
+        .clamp(1, i64::from(u32::MAX)) as u32;
+    let request: ChatRequest = match wire::decode(&message.payload) {
+        Ok(request) => request,
+        Err(err) => {
+            warn!(error = %err, kind = err.kind(), attempt, "undecodable question, terminated");
+            if let Err(err) = message.ack_with(AckKind::Term).await {
+                warn!(error = %err, "terminating an undecodable question failed");
+            }
+            return;
+        }
+    };
+    let request_id = request.id.clone();
+    match answer(shared, request, attempt).await {
+        Ok(passages) => {
+            if let Err(err) = message.ack().await {
+                warn!(request_id = %request_id, error = %err, "question ack failed, it will be redelivered");
+            } else {
+                debug!(request_id = %request_id, attempt, passages, "question done");
+            }
+        }
+        Err(err) => {
+            error!(request_id = %request_id, attempt, error = %err, kind = err.kind(), "question failed, will retry");
+            if let Err(err) = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await {
+                warn!(request_id = %request_id, error = %err, "nak failed");
+            }
+        }
+    }
+}
+
+/// Searches, sends the sources and publishes the prompt job; returns how many passages.
+async fn answer(shared: &Shared, request: ChatRequest, attempt: u32) -> Result<usize> {
+    let passages = retrieve(shared, &request).await?;
+    let count = passages.len();
+    let job = PromptJob {
+        request,
+        passages,
+        retrieved_at_ms: wire::now_ms(),
+    };
+    let request = &job.request;
+
+    let event = Event {
+        request_id: request.id.clone(),
+        attempt,
+        seq: 0,
+        body: EventBody::Sources {
+            sources: job.sources(),
+        },
+    };
+    let reply_subject = names::events_subject(&request.gateway, &request.id);
+    shared
+        .client
+        .publish(reply_subject, wire::encode(&event)?)
+        .await
+        .map_err(|e| Error::jetstream("publish sources")(e.into()))?;
+
+    ensure_model(shared, &request.model).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", request.id.as_str());
+    headers.insert(names::REQUEST_ID_HEADER, request.id.as_str());
+    let ack = shared
+        .js
+        .publish_with_headers(
+            names::prompt_subject(&request.model),
+            headers,
+            wire::encode(&job)?,
+        )
+        .await
+        .map_err(|e| Error::jetstream("publish prompt job")(e.into()))?
+        .await
+        .map_err(|e| Error::jetstream("prompt job ack")(e.into()))?;
+    if ack.duplicate {
+        info!(request_id = %request.id, attempt, "prompt job already published, duplicate dropped");
+    }
+    Ok(count)
+}
+
+async fn retrieve(shared: &Shared, request: &ChatRequest) -> Result<Vec<Passage>> {
+    if !request.retrieval.enabled || shared.searcher.passages() == 0 {
+        return Ok(Vec::new());
+    }
+    let top_k = (request.retrieval.top_k as usize).min(shared.config.max_top_k);
+    let searcher = shared.searcher.clone();
+    let messages = request.messages.clone();
+    let budget = shared.config.context_budget_chars;
+    tokio::task::spawn_blocking(move || searcher.search(&messages, top_k, budget))
+        .await
+        .map_err(|source| Error::Task {
+            what: "search",
+            source,
+        })?
+}
+
+async fn ensure_model(shared: &Shared, model: &ModelName) -> Result<()> {
+    if shared
+        .ensured_models
+        .lock()
+        .expect("not poisoned")
+        .contains(model)
+    {
+        return Ok(());
+    }
+    cauce_nats::ensure_inference_consumer(&shared.js, model, &shared.config.limits).await?;
+    shared
+        .ensured_models
+        .lock()
+        .expect("not poisoned")
+        .insert(model.clone());
+    Ok(())
+}
