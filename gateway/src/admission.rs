@@ -25,7 +25,7 @@ pub struct Admission {
     max_in_flight: usize,
     max_backlog: u64,
     refresh: Duration,
-    backlog: Mutex<HashMap<ModelName, (Instant, u64)>>,
+    backlog: Mutex<HashMap<ModelName, (Instant, Option<u64>)>>,
 }
 
 /// One stream's place in the gateway; freed when dropped.
@@ -81,9 +81,23 @@ impl Admission {
         })
     }
 
-    /// Refuses new work for `model` while its queue is over the bound.
-    pub async fn check_backlog(&self, js: &jetstream::Context, model: &ModelName) -> Result<()> {
-        let pending = self.backlog(js, model).await;
+    /// Refuses new work for `model` while its queue is over the bound, and for a model
+    /// no inference worker ever served (no consumer), unless it is the default model,
+    /// whose requests queue until a worker comes.
+    pub async fn check_backlog(
+        &self,
+        js: &jetstream::Context,
+        model: &ModelName,
+        default_model: &ModelName,
+    ) -> Result<()> {
+        let Some(pending) = self.backlog(js, model).await else {
+            if model == default_model {
+                return Ok(());
+            }
+            return Err(Error::ModelNotFound {
+                model: model.to_string(),
+            });
+        };
         if pending > self.max_backlog {
             return Err(Error::BacklogFull {
                 model: model.to_string(),
@@ -94,7 +108,7 @@ impl Admission {
         Ok(())
     }
 
-    async fn backlog(&self, js: &jetstream::Context, model: &ModelName) -> u64 {
+    async fn backlog(&self, js: &jetstream::Context, model: &ModelName) -> Option<u64> {
         {
             let cache = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((read_at, pending)) = cache.get(model)
@@ -110,24 +124,36 @@ impl Admission {
     }
 }
 
-/// Jobs waiting for `model`. A model whose consumer does not exist yet (no worker ever
-/// started for it) or a failed read counts as empty: the publish that follows is what
+/// Jobs waiting for `model`; `None` when its consumer does not exist (no worker ever
+/// started for it). A failed read counts as empty: the publish that follows is what
 /// tells whether JetStream is there.
-async fn read_backlog(js: &jetstream::Context, model: &ModelName) -> u64 {
+async fn read_backlog(js: &jetstream::Context, model: &ModelName) -> Option<u64> {
     let consumer = names::inference_consumer(model);
     let stream = match js.get_stream_no_info(names::PROMPTS).await {
         Ok(stream) => stream,
         Err(err) => {
             tracing::debug!(error = %err, "prompts stream lookup failed");
-            return 0;
+            return Some(0);
         }
     };
     match stream.consumer_info(&consumer).await {
-        Ok(info) => info.num_pending,
+        Ok(info) => Some(info.num_pending),
+        Err(err) if consumer_missing(&err) => None,
         Err(err) => {
             tracing::debug!(consumer, error = %err, "inference consumer info unavailable");
-            0
+            Some(0)
         }
+    }
+}
+
+fn consumer_missing(err: &jetstream::context::ConsumerInfoError) -> bool {
+    use jetstream::context::ConsumerInfoErrorKind;
+    match err.kind() {
+        ConsumerInfoErrorKind::NotFound => true,
+        ConsumerInfoErrorKind::JetStream(e) => {
+            e.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+        }
+        _ => false,
     }
 }
 

@@ -43,6 +43,9 @@ pub struct GatewayConfig {
     pub discovery_wait: Duration,
     /// How long a `PROMPTS` backlog reading is reused before it is read again.
     pub backlog_refresh: Duration,
+    /// A folder served read-only under `/docs/`, so that source links of documents
+    /// ingested with the location base `docs/` open from the chat page.
+    pub docs_dir: Option<std::path::PathBuf>,
 }
 
 impl GatewayConfig {
@@ -66,6 +69,7 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(30),
             discovery_wait: Duration::from_millis(300),
             backlog_refresh: Duration::from_millis(500),
+            docs_dir: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub enum Error {
     InvalidApiKey,
     #[error("{what} not found")]
     NotFound { what: String },
+    /// No inference worker has ever served this model.
+    #[error("the model {model} does not exist: GET /v1/models lists the models served")]
+    ModelNotFound { model: String },
     #[error("no route {method} {path}")]
     UnknownRoute { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -89,6 +92,7 @@ impl Error {
             Error::MissingApiKey => "missing_api_key",
             Error::InvalidApiKey => "invalid_api_key",
             Error::NotFound { .. } => "not_found",
+            Error::ModelNotFound { .. } => "model_not_found",
             Error::UnknownRoute { .. } => "unknown_route",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::RateLimited { .. } => "rate_limit_exceeded",
@@ -127,7 +131,9 @@ impl Error {
             }
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MissingApiKey | Error::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            Error::NotFound { .. } | Error::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } | Error::UnknownRoute { .. } | Error::ModelNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::GatewayFull { .. }
@@ -172,6 +178,7 @@ impl Error {
     fn param(&self) -> Option<&str> {
         match self {
             Error::Invalid { param, .. } => param.as_deref(),
+            Error::ModelNotFound { .. } => Some("model"),
             Error::Worker {
                 kind: ErrorKind::ContextOverflow,
                 ..

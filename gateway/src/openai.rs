@@ -71,6 +71,8 @@ pub struct CauceOptions {
     pub retrieval: Option<bool>,
     /// How many passages go into the prompt.
     pub top_k: Option<i64>,
+    /// `false` keeps a deterministic answer out of the response cache.
+    pub cache: Option<bool>,
 }
 
 /// `usage` as OpenAI reports it.
@@ -121,6 +123,9 @@ struct Extension<'a> {
     sources: Option<&'a [Source]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finish_reason: Option<&'static str>,
+    /// The answer came from the response cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cached: bool,
 }
 
 #[derive(Serialize)]
@@ -175,6 +180,7 @@ pub fn completion(
             request_id: &head.request_id,
             sources: Some(sources),
             finish_reason: Some(reason.as_str()),
+            cached: false,
         },
     };
     serde_json::to_value(completion).unwrap_or_default()
@@ -245,6 +251,7 @@ impl ChunkWriter {
             request_id: &self.head.request_id,
             sources: None,
             finish_reason: None,
+            cached: false,
         }
     }
 
@@ -295,6 +302,11 @@ impl ChunkWriter {
 
     /// The last chunk with a choice: an empty delta and the finish reason.
     pub fn finish(&self, reason: FinishReason) -> String {
+        self.finish_with(reason, false)
+    }
+
+    /// The last chunk with a choice, saying whether the answer came from the cache.
+    pub fn finish_with(&self, reason: FinishReason, cached: bool) -> String {
         let choice = ChunkChoice {
             index: 0,
             delta: Delta::default(),
@@ -303,6 +315,7 @@ impl ChunkWriter {
         };
         let cauce = Extension {
             finish_reason: Some(reason.as_str()),
+            cached,
             ..self.extension()
         };
         self.write(&[choice], Some(cauce))

@@ -21,7 +21,10 @@ use crate::error::{Error, Result};
 use crate::relay::{Dropped, Finish, Output, Relay};
 use crate::state::Shared;
 use crate::submit::{CancelOnDrop, publish_question};
-use crate::telemetry::{OUTCOMES, QUEUE_WAIT, RELAY_DROPPED, TOKENS, TokenClock};
+use crate::telemetry::{
+    CACHE_BYTES_SAVED, CACHE_HITS, CACHE_MISSES, OUTCOMES, QUEUE_WAIT, RELAY_DROPPED, TOKENS,
+    TokenClock,
+};
 use crate::validate::ValidChatRequest;
 
 /// What the client is sent next.
@@ -51,6 +54,8 @@ pub struct Pending {
     finished: bool,
     clock: TokenClock,
     sources: Vec<Source>,
+    /// A deterministic request that may be answered from the response cache.
+    cacheable: bool,
     _slot: StreamSlot,
 }
 
@@ -62,7 +67,7 @@ pub async fn accept(state: &Shared, valid: &ValidChatRequest) -> Result<Pending>
     let slot = state.admission.stream_slot()?;
     state
         .admission
-        .check_backlog(&state.js, &valid.model)
+        .check_backlog(&state.js, &valid.model, &state.config.default_model)
         .await?;
     let id = RequestId::generate();
     let subject = names::events_subject(&state.config.id, &id);
@@ -79,11 +84,12 @@ pub async fn accept(state: &Shared, valid: &ValidChatRequest) -> Result<Pending>
         now_ms,
         timeout.as_millis() as u64,
     );
-    publish_question(state, &request).await?;
+    publish_question(state, &request, valid.cache).await?;
     tracing::info!(request_id = %id, model = %valid.model, stream = valid.stream, "request accepted");
     Ok(Pending {
         guard: Some(CancelOnDrop::new(state, id.clone())),
         relay: Relay::new(),
+        cacheable: valid.cache && request.is_deterministic(),
         ..Pending::base(state, id, valid.model.clone(), now_ms, events, slot)
     })
 }
@@ -134,6 +140,7 @@ impl Pending {
             finished: false,
             clock: TokenClock::start(),
             sources: Vec::new(),
+            cacheable: false,
             _slot: slot,
         }
     }
@@ -244,6 +251,12 @@ impl Pending {
         metrics::counter!(TOKENS, "kind" => "completion")
             .increment(u64::from(finish.usage.completion_tokens));
         metrics::histogram!(QUEUE_WAIT).record(finish.timings.queue_ms / 1000.0);
+        if finish.cached {
+            metrics::counter!(CACHE_HITS).increment(1);
+            metrics::counter!(CACHE_BYTES_SAVED).increment(self.relay.text().len() as u64);
+        } else if self.cacheable {
+            metrics::counter!(CACHE_MISSES).increment(1);
+        }
         tracing::info!(
             request_id = %self.id,
             attempt = self.relay.attempt(),

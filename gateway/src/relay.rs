@@ -38,6 +38,8 @@ pub struct Finish {
     pub finish_reason: FinishReason,
     pub usage: Usage,
     pub timings: Timings,
+    /// The answer came from the response cache.
+    pub cached: bool,
 }
 
 /// Counts of what the relay dropped, for metrics and logs.
@@ -144,11 +146,13 @@ impl Relay {
                 finish_reason,
                 usage,
                 timings,
+                cached,
             } => {
                 let finish = Finish {
                     finish_reason,
                     usage,
                     timings,
+                    cached,
                 };
                 Some(if self.gap {
                     Output::Recover(finish)
@@ -223,6 +227,7 @@ mod tests {
             finish_reason: FinishReason::Stop,
             usage: Usage::default(),
             timings: Timings::default(),
+            cached: false,
         };
         event(attempt, seq, body)
     }

@@ -18,11 +18,14 @@ use crate::state::Shared;
 use crate::telemetry::CANCELS;
 
 /// Publishes a validated question and waits for JetStream's ack.
-pub async fn publish_question(state: &Shared, request: &ChatRequest) -> Result<()> {
+pub async fn publish_question(state: &Shared, request: &ChatRequest, cache: bool) -> Result<()> {
     let payload = wire::encode(request)?;
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", request.id.as_str());
     headers.insert(names::REQUEST_ID_HEADER, request.id.as_str());
+    if !cache {
+        headers.insert(names::CACHE_HEADER, "off");
+    }
     let publish = async {
         let ack = state
             .js

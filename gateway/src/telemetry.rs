@@ -34,6 +34,12 @@ pub const RELAY_DROPPED: &str = "cauce_gateway_relay_dropped_events_total";
 pub const CANCELS: &str = "cauce_gateway_cancels_total";
 /// Counter: requests that ended, by `outcome` (`done`, `failed`, `cancelled`).
 pub const OUTCOMES: &str = "cauce_gateway_outcomes_total";
+/// Counter: answers served from the response cache.
+pub const CACHE_HITS: &str = "cauce_cache_hits_total";
+/// Counter: deterministic requests a model answered (cache misses).
+pub const CACHE_MISSES: &str = "cauce_cache_misses_total";
+/// Counter: bytes of answer text served from the cache instead of a model.
+pub const CACHE_BYTES_SAVED: &str = "cauce_cache_saved_bytes_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,

@@ -27,6 +27,8 @@ pub struct ValidChatRequest {
     pub retrieval: RetrievalOptions,
     pub stream: bool,
     pub include_usage: bool,
+    /// Whether a deterministic answer may come from, and go to, the response cache.
+    pub cache: bool,
 }
 
 impl ValidChatRequest {
@@ -227,6 +229,7 @@ pub fn validate(
         retrieval,
         stream: request.stream.unwrap_or(false),
         include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+        cache: options.cache.unwrap_or(true),
     })
 }
 

@@ -115,6 +115,21 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
         .await
         .unwrap();
     assert_eq!(error_of(response, 404).await["code"], "not_found");
+
+    // a model no worker ever served is refused before anything is queued
+    let body =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let response = h
+        .http
+        .post(h.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let error = error_of(response, 404).await;
+    assert_eq!(error["code"], "model_not_found");
+    assert_eq!(error["param"], "model");
+    assert!(error["message"].as_str().unwrap().contains("/v1/models"));
 }
 
 #[tokio::test]

@@ -65,6 +65,9 @@ pub struct EngineStats {
     pub prompt_tokens: AtomicU64,
     pub reused_prompt_tokens: AtomicU64,
     pub jobs_finished: AtomicU64,
+    /// Answers stored in the response cache: their JSON size and their stored (zstd) size.
+    pub cache_json_bytes: AtomicU64,
+    pub cache_stored_bytes: AtomicU64,
 }
 
 /// Facts about the loaded model.

@@ -22,8 +22,8 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, kv};
 use async_nats::{Client, HeaderMap};
 use cauce_nats::wire::{
-    self, ErrorKind, Event, EventBody, FinishReason, PromptJob, ResultStatus, StoredError,
-    StoredResult, Timings, Usage, now_ms,
+    self, CacheEntry, CacheValue, ErrorKind, Event, EventBody, FinishReason, PromptJob,
+    ResultStatus, StoredError, StoredResult, Timings, Usage, now_ms,
 };
 use cauce_nats::{Limits, ModelName, RequestId, ensure, ensure_inference_consumer, names};
 use futures::StreamExt;
@@ -68,6 +68,9 @@ struct Shared {
     engine: Engine,
     results: kv::Store,
     cancels: kv::Store,
+    cache: kv::Store,
+    /// SHA-256 of the model file: answers are cached only under keys made with it.
+    fingerprint: String,
     config: WorkerConfig,
     /// Cancelled when the drain timeout is over: running jobs stop and are handed back.
     hand_back: CancellationToken,
@@ -93,20 +96,37 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         .get_key_value(names::CANCELS_BUCKET)
         .await
         .map_err(|e| Error::nats("open cancels", e))?;
+    let cache = js
+        .get_key_value(names::CACHE_BUCKET)
+        .await
+        .map_err(|e| Error::nats("open cache", e))?;
 
     let engine_config = config.engine.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
+        .await
+        .map_err(|e| Error::Context(e.to_string()))??;
+    let model_path = shared_path(&config);
+    let fingerprint = tokio::task::spawn_blocking(move || fingerprint_file(&model_path))
         .await
         .map_err(|e| Error::Context(e.to_string()))??;
     let slots = engine.info().slots as usize;
     let announced = service::announce(&client, &config.model, &engine).await?;
     info!(model = %config.model, slots, "inference worker ready");
 
+    let publisher = tokio::spawn(publish_fingerprint(
+        cache.clone(),
+        config.model.clone(),
+        fingerprint.clone(),
+        config.limits.cache.max_age,
+        cancel.clone(),
+    ));
     let shared = Arc::new(Shared {
         client,
         engine,
         results,
         cancels,
+        cache,
+        fingerprint,
         hand_back: CancellationToken::new(),
         config,
     });
@@ -128,6 +148,7 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         while jobs.join_next().await.is_some() {}
     }
     announced.stop().await;
+    publisher.abort();
     info!("inference worker stopped");
     Ok(())
 }
@@ -218,6 +239,25 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         .info()
         .map(|info| info.delivered.max(1) as u32)
         .unwrap_or(1);
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    let cache_key = match (
+        header(names::CACHE_KEY_HEADER),
+        header(names::MODEL_FINGERPRINT_HEADER),
+    ) {
+        (Some(key), Some(fingerprint)) if fingerprint == shared.fingerprint => Some(key),
+        (Some(key), Some(_)) => {
+            // computed for another model file: release the claim, store nothing
+            let _ = shared.cache.delete(&key).await;
+            None
+        }
+        _ => None,
+    };
     let job: PromptJob = match wire::decode(&message.payload) {
         Ok(job) => job,
         Err(err) => {
@@ -258,6 +298,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             finish_reason: Some(FinishReason::Cancelled),
             ..base
         };
+        release_claim(&shared, cache_key.as_deref()).await;
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
     }
@@ -272,6 +313,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             error: Some(error),
             ..base
         };
+        release_claim(&shared, cache_key.as_deref()).await;
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
     }
@@ -321,6 +363,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
                 }
                 Some(EngineEvent::Done { finish_reason, usage, timings }) => {
                     if shared.hand_back.is_cancelled() && finish_reason == FinishReason::Cancelled {
+                        release_claim(&shared, cache_key.as_deref()).await;
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                         info!(request_id = %request.id, "handed back at shutdown");
                         return;
@@ -335,15 +378,31 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
                         "answered"
                     );
                     let status = if finish_reason == FinishReason::Cancelled { ResultStatus::Cancelled } else { ResultStatus::Done };
+                    match cache_key.as_deref() {
+                        Some(key) if status == ResultStatus::Done => {
+                            let entry = CacheEntry {
+                                model: request.model.clone(),
+                                text: text.clone(),
+                                finish_reason,
+                                usage,
+                                sources: base.sources.clone(),
+                                created_at_ms: now_ms(),
+                            };
+                            store_in_cache(&shared, key, entry).await;
+                        }
+                        other => release_claim(&shared, other).await,
+                    }
                     let result = StoredResult { status, text, finish_reason: Some(finish_reason), usage, timings, ..base };
                     finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
                     return;
                 }
                 Some(EngineEvent::Failed(err)) => {
+                    release_claim(&shared, cache_key.as_deref()).await;
                     fail(&shared, &message, &mut reply, base, err, attempt).await;
                     return;
                 }
                 None => {
+                    release_claim(&shared, cache_key.as_deref()).await;
                     fail(&shared, &message, &mut reply, base, Error::EngineStopped, attempt).await;
                     return;
                 }
@@ -382,6 +441,7 @@ async fn finish(
             finish_reason: result.finish_reason.unwrap_or(FinishReason::Stop),
             usage: result.usage,
             timings: result.timings,
+            cached: false,
         },
     };
     reply.send(body).await;
@@ -424,6 +484,101 @@ async fn fail(
         ..base
     };
     finish(shared, message, reply, result, AckKind::Term).await;
+}
+
+/// Stores a generated answer under its cache key, replacing the pending claim.
+async fn store_in_cache(shared: &Shared, key: &str, entry: CacheEntry) {
+    let value = CacheValue::Entry(entry);
+    let (Ok(json), Ok(packed)) = (wire::encode(&value), wire::encode_compressed(&value)) else {
+        return;
+    };
+    let ratio = json.len() as f64 / packed.len().max(1) as f64;
+    match shared.cache.put(key, packed.clone()).await {
+        Ok(_) => {
+            let stats = shared.engine.stats();
+            stats
+                .cache_json_bytes
+                .fetch_add(json.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .cache_stored_bytes
+                .fetch_add(packed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            debug!(
+                key,
+                json_bytes = json.len(),
+                stored_bytes = packed.len(),
+                ratio,
+                "answer cached"
+            );
+        }
+        Err(err) => warn!(key, error = %err, "caching the answer failed"),
+    }
+}
+
+/// Gives up this job's claim on a cache key, so identical requests stop waiting for it.
+async fn release_claim(shared: &Shared, key: Option<&str>) {
+    if let Some(key) = key
+        && let Err(err) = shared.cache.delete(key).await
+    {
+        debug!(key, error = %err, "releasing a cache claim failed");
+    }
+}
+
+fn shared_path(config: &WorkerConfig) -> std::path::PathBuf {
+    config.engine.model_path.clone()
+}
+
+/// SHA-256 of the model file, hex: another file under the same name never shares
+/// cached answers.
+fn fingerprint_file(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::ModelLoad {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(|e| Error::ModelLoad {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Keeps the model's fingerprint in the cache bucket, where retrieval workers read it
+/// to compute cache keys; rewritten well within the bucket's time to live.
+async fn publish_fingerprint(
+    cache: kv::Store,
+    model: ModelName,
+    fingerprint: String,
+    ttl: Duration,
+    cancel: CancellationToken,
+) {
+    let every = if ttl.is_zero() {
+        Duration::from_secs(600)
+    } else {
+        (ttl / 4).min(Duration::from_secs(600))
+    };
+    let key = names::model_fingerprint_key(&model);
+    loop {
+        if let Err(err) = cache.put(&key, fingerprint.clone().into()).await {
+            warn!(error = %err, "publishing the model fingerprint failed");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+        }
+    }
 }
 
 async fn put_result(shared: &Shared, result: &StoredResult) {

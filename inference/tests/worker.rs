@@ -31,6 +31,7 @@ async fn one_job_streams_ordered_deltas_and_the_text_equals_the_stored_result() 
         finish_reason,
         usage,
         timings,
+        ..
     } = &events.last().unwrap().body
     else {
         panic!("no done event: {events:?}")
@@ -205,4 +206,59 @@ async fn two_workers_on_one_consumer_both_get_jobs() {
             worker.stats_data()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_strings_max_tokens_and_spanish_accents_arrive_intact_over_nats() {
+    let server = nats();
+    let client = server.client().await;
+    let _worker = spawn_worker(client.clone(), worker_config(3));
+    let question = "What is the capital of France?";
+    let stopped = job(
+        question,
+        Sampling {
+            stop: vec!["of France".into()],
+            ..greedy(32)
+        },
+    );
+    let limited = job("Tell me a long story about dragons.", greedy(5));
+    let spanish = job(
+        "Responde en español: ¿cuál es la capital de España y qué se come allí?",
+        greedy(48),
+    );
+    let mut subs = Vec::new();
+    for job in [&stopped, &limited, &spanish] {
+        subs.push(publish(&client, job).await);
+    }
+
+    let events = events_until_end(&mut subs[0]).await;
+    let text = delta_text(&events);
+    assert!(!text.contains("of France") && !text.is_empty(), "{text:?}");
+    assert!(matches!(
+        events.last().unwrap().body,
+        EventBody::Done {
+            finish_reason: FinishReason::Stop,
+            ..
+        }
+    ));
+
+    let events = events_until_end(&mut subs[1]).await;
+    let EventBody::Done {
+        finish_reason,
+        usage,
+        ..
+    } = &events.last().unwrap().body
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (*finish_reason, usage.completion_tokens),
+        (FinishReason::Length, 5)
+    );
+
+    let events = events_until_end(&mut subs[2]).await;
+    let text = delta_text(&events);
+    assert!(text.chars().any(|c| "áéíóúñ¿¡".contains(c)), "{text:?}");
+    assert!(!text.contains('\u{fffd}'));
+    assert_eq!(stored_result(&client, &spanish.request.id).await.text, text);
 }

@@ -72,7 +72,7 @@ fn build(file: &SourceFile, extracted: Extracted, options: ChunkOptions) -> Opti
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let location = file.path.to_string_lossy().into_owned();
+    let location = file.location.clone();
     let version = content_version(&title, &location, &passages);
     Some(Document {
         id: file.id.clone(),

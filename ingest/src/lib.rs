@@ -55,6 +55,9 @@ pub struct IngestOptions {
     pub id_prefix: Option<String>,
     /// Tombstone documents under the walked folders that no file produced.
     pub delete_missing: bool,
+    /// Shown as the documents' location instead of their file path, joined with the
+    /// path inside the walked folder: a URL (`https://example.org/guide/`) or `docs/`.
+    pub location_base: Option<String>,
     pub chunk: ChunkOptions,
     /// Publishes whose ack has not come back yet, at most.
     pub max_in_flight: usize,
@@ -67,6 +70,7 @@ impl Default for IngestOptions {
             paths: Vec::new(),
             id_prefix: None,
             delete_missing: false,
+            location_base: None,
             chunk: ChunkOptions::default(),
             max_in_flight: 64,
             progress: ProgressMode::Quiet,
@@ -83,13 +87,15 @@ pub async fn run(
     let started = Instant::now();
     let roots = options.paths.clone();
     let id_prefix = options.id_prefix.clone();
-    let discovered =
-        tokio::task::spawn_blocking(move || source::discover(&roots, id_prefix.as_deref()))
-            .await
-            .map_err(|e| Error::Read {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e),
-            })??;
+    let location_base = options.location_base.clone();
+    let discovered = tokio::task::spawn_blocking(move || {
+        source::discover(&roots, id_prefix.as_deref(), location_base.as_deref())
+    })
+    .await
+    .map_err(|e| Error::Read {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })??;
     let stream = js.get_stream(names::DOCS).await.map_err(|e| {
         Error::jetstream(
             "look up the DOCS stream (run `cauce up` or ensure first)",

@@ -45,6 +45,9 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub id: DocId,
     pub format: Format,
+    /// What readers are shown as the document's location: the path as given, or the
+    /// location base joined with the path inside its folder.
+    pub location: String,
 }
 
 /// Why a file was not published.
@@ -92,7 +95,11 @@ pub struct Discovered {
 }
 
 /// Walks `roots` and names every readable file.
-pub fn discover(roots: &[PathBuf], id_prefix: Option<&str>) -> Result<Discovered> {
+pub fn discover(
+    roots: &[PathBuf],
+    id_prefix: Option<&str>,
+    location_base: Option<&str>,
+) -> Result<Discovered> {
     let mut found = Discovered::default();
     let mut first_path_of_id: HashMap<DocId, PathBuf> = HashMap::new();
     for root in roots {
@@ -106,7 +113,18 @@ pub fn discover(roots: &[PathBuf], id_prefix: Option<&str>) -> Result<Discovered
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let id = make_id(id_prefix, &stem, root)?;
-            add(&mut found, &mut first_path_of_id, root.clone(), id);
+            let name = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let location = location_of(root, &name, location_base);
+            add(
+                &mut found,
+                &mut first_path_of_id,
+                root.clone(),
+                id,
+                location,
+            );
             continue;
         }
         let prefix = match id_prefix {
@@ -128,9 +146,15 @@ pub fn discover(roots: &[PathBuf], id_prefix: Option<&str>) -> Result<Discovered
                 continue;
             }
             let path = entry.into_path();
-            let relative = path.strip_prefix(root).unwrap_or(&path).with_extension("");
+            let inside = path.strip_prefix(root).unwrap_or(&path);
+            let inside_url: Vec<String> = inside
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let location = location_of(&path, &inside_url.join("/"), location_base);
+            let relative = inside.with_extension("");
             let id = make_id(Some(&prefix), &relative.to_string_lossy(), &path)?;
-            add(&mut found, &mut first_path_of_id, path, id);
+            add(&mut found, &mut first_path_of_id, path, id, location);
         }
     }
     Ok(found)
@@ -141,6 +165,7 @@ fn add(
     first_path_of_id: &mut HashMap<DocId, PathBuf>,
     path: PathBuf,
     id: DocId,
+    location: String,
 ) {
     let Some(format) = Format::from_path(&path) else {
         found.skipped.push(Skipped {
@@ -157,7 +182,20 @@ fn add(
         return;
     }
     first_path_of_id.insert(id.clone(), path.clone());
-    found.files.push(SourceFile { path, id, format });
+    found.files.push(SourceFile {
+        path,
+        id,
+        format,
+        location,
+    });
+}
+
+/// The location base joined with the path inside the folder, or the path as given.
+fn location_of(path: &Path, inside: &str, location_base: Option<&str>) -> String {
+    match location_base {
+        Some(base) => format!("{base}{inside}"),
+        None => path.to_string_lossy().into_owned(),
+    }
 }
 
 fn folder_name(root: &Path) -> String {

@@ -121,6 +121,7 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Vec<Ensu
     ] {
         report.push(ensure_bucket(js, bucket, retention, limits.replicas).await?);
     }
+    report.push(ensure_stream(js, dead_stream(limits)).await?);
     Ok(report)
 }
 
@@ -174,6 +175,20 @@ fn docs_stream(limits: &Limits) -> stream::Config {
         max_bytes: limits.docs.max_bytes,
         max_messages_per_subject: 1,
         discard: DiscardPolicy::New,
+        ..log_stream(limits)
+    }
+}
+
+/// Dead-letter advisories live as long as the questions they point at: past that,
+/// there is nothing left to replay.
+fn dead_stream(limits: &Limits) -> stream::Config {
+    stream::Config {
+        name: names::DEAD.into(),
+        description: Some("advisories of questions and prompt jobs given up on".into()),
+        subjects: names::dead_letter_subjects(),
+        max_age: limits.questions.max_age,
+        max_bytes: 64 * MIB,
+        discard: DiscardPolicy::Old,
         ..log_stream(limits)
     }
 }

@@ -8,6 +8,7 @@
 //! never format a subject string themselves.
 
 pub mod connect;
+pub mod dead;
 pub mod discovery;
 pub mod ensure;
 pub mod error;

@@ -22,6 +22,27 @@ pub const DOCS_SUBJECTS: &str = "cauce.docs.>";
 /// Prefix of document subjects, for recovering a [`DocId`] from a subject.
 pub const DOCS_SUBJECT_PREFIX: &str = "cauce.docs.";
 
+/// Stream of dead letters: JetStream's advisories for questions and prompt jobs that
+/// exhausted their deliveries or that a worker terminated. The advisory names the
+/// stream sequence of the original message, which stays in its stream for replay.
+pub const DEAD: &str = "DEAD";
+/// Prefix of the advisory JetStream sends when a message exhausts its deliveries.
+pub const MAX_DELIVERIES_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.";
+/// Prefix of the advisory JetStream sends when a consumer terminates a message.
+pub const MSG_TERMINATED_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.";
+
+/// The advisory subjects [`DEAD`] captures: both kinds, for the consumers of
+/// [`QUESTIONS`] and [`PROMPTS`] only.
+pub fn dead_letter_subjects() -> Vec<String> {
+    [
+        MAX_DELIVERIES_ADVISORY_PREFIX,
+        MSG_TERMINATED_ADVISORY_PREFIX,
+    ]
+    .into_iter()
+    .flat_map(|prefix| [QUESTIONS, PROMPTS].map(|stream| format!("{prefix}{stream}.*")))
+    .collect()
+}
+
 /// Key-value bucket of final answers, one key per request id.
 pub const RESULTS_BUCKET: &str = "cauce-results";
 /// Key-value bucket of cached answers to repeated deterministic questions.
@@ -31,6 +52,14 @@ pub const CANCELS_BUCKET: &str = "cauce-cancels";
 
 /// Header carrying the request id through every hop, so one grep follows a request.
 pub const REQUEST_ID_HEADER: &str = "Cauce-Request-Id";
+
+/// Header of a question: `off` keeps its answer out of the response cache.
+pub const CACHE_HEADER: &str = "Cauce-Cache";
+/// Header of a prompt job: the response cache key its answer is stored under.
+pub const CACHE_KEY_HEADER: &str = "Cauce-Cache-Key";
+/// Header of a prompt job: the model fingerprint its cache key was computed with; a
+/// worker whose model file has another fingerprint does not store the answer.
+pub const MODEL_FINGERPRINT_HEADER: &str = "Cauce-Model-Fingerprint";
 
 /// Subject of prompt jobs for one model.
 pub fn prompt_subject(model: &ModelName) -> String {
@@ -80,6 +109,17 @@ pub fn request_id_from_cancel_subject(subject: &str) -> Option<RequestId> {
         .and_then(|id| RequestId::parse(id).ok())
 }
 
+/// Key in [`CACHE_BUCKET`] of the fingerprint of the model file served as `model`, which
+/// inference workers write and cache keys are computed with.
+pub fn model_fingerprint_key(model: &ModelName) -> String {
+    format!("model.{model}")
+}
+
+/// Key in [`CACHE_BUCKET`] of a cached answer.
+pub fn cache_entry_key(hash: &str) -> String {
+    format!("answer.{hash}")
+}
+
 /// Key of a request in [`RESULTS_BUCKET`] and [`CANCELS_BUCKET`].
 pub fn request_key(request: &RequestId) -> &str {
     request.as_str()
@@ -123,5 +163,18 @@ mod tests {
             Some(req)
         );
         assert_eq!(doc_id_from_subject("cauce.prompts.x"), None);
+    }
+
+    #[test]
+    fn dead_letters_are_captured_for_cauce_streams_only() {
+        assert_eq!(
+            dead_letter_subjects(),
+            [
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.QUESTIONS.*",
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PROMPTS.*",
+                "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.QUESTIONS.*",
+                "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.PROMPTS.*",
+            ]
+        );
     }
 }

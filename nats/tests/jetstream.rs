@@ -35,6 +35,7 @@ async fn ensure_twice_changes_nothing() -> Result {
             "bucket cauce-results",
             "bucket cauce-cache",
             "bucket cauce-cancels",
+            "stream DEAD",
         ]
     );
 

@@ -11,8 +11,6 @@ use anyhow::Context;
 use cauce_gateway::{GatewayConfig, RateLimit};
 use cauce_nats::{GatewayId, ModelName, connect, ensure};
 use clap::Args;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::cli::{LimitsArgs, NatsArgs};
 
@@ -150,32 +148,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         listener.local_addr()?
     );
 
-    let cancel = CancellationToken::new();
-    tokio::spawn(shutdown_on_signals(cancel.clone()));
+    let cancel = crate::signals::shutdown_token()?;
     cauce_gateway::serve(config, client.clone(), listener, cancel).await?;
     client.drain().await.ok();
     Ok(())
-}
-
-/// The first Ctrl-C or SIGTERM starts a graceful shutdown; a second one exits at once.
-async fn shutdown_on_signals(cancel: CancellationToken) {
-    let Ok(mut terminate) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        warn!("cannot install a SIGTERM handler");
-        return;
-    };
-    for round in 0..2 {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        if round == 0 {
-            info!("shutting down: finishing running streams (again to exit at once)");
-            cancel.cancel();
-        } else {
-            warn!("second signal: exiting now");
-            std::process::exit(130);
-        }
-    }
 }

@@ -83,7 +83,7 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
             .connect_options(&format!("cauce-inference {}", config.model))?,
     )
     .await?;
-    let cancel = signals::shutdown_token();
+    let cancel = signals::shutdown_token()?;
     cauce_inference::run(config, client.clone(), cancel)
         .await
         .context("inference worker")?;

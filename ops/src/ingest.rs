@@ -24,6 +24,10 @@ pub struct IngestArgs {
     /// Publish tombstones for documents under these folders that no file produced
     #[arg(long, env = "CAUCE_INGEST_DELETE_MISSING")]
     delete_missing: bool,
+    /// Shown as each document's location instead of its file path, joined with the path
+    /// inside the folder: a URL such as https://example.org/guide/
+    #[arg(long, env = "CAUCE_INGEST_LOCATION_BASE")]
+    location_base: Option<String>,
     /// Target passage size, in characters
     #[arg(long, env = "CAUCE_PASSAGE_CHARS", default_value_t = 1000)]
     passage_chars: usize,
@@ -44,6 +48,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         paths: args.paths,
         id_prefix: args.id_prefix,
         delete_missing: args.delete_missing,
+        location_base: args.location_base,
         chunk: ChunkOptions {
             target_chars: args.passage_chars,
             overlap_chars: args.passage_overlap,
@@ -58,7 +63,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .await
         .context("setting up the NATS streams")?;
 
-    let cancel = crate::retrieval::cancel_on_signals()?;
+    let cancel = crate::signals::shutdown_token()?;
     let summary = cauce_ingest::run(options, &js, &cancel).await?;
     client.flush().await.ok();
     println!("{summary}");

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Child;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -10,6 +11,21 @@ use cauce_nats::server::{self, ServerConfig};
 use tracing::info;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The pid of the nats-server this process started, 0 when none: an exit at once (a
+/// second Ctrl-C) skips destructors, and must still not leave the server behind.
+static CHILD_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Kills the nats-server this process started, if any, without waiting.
+pub fn kill_now() {
+    let pid = CHILD_PID.swap(0, Ordering::SeqCst);
+    if pid != 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `nats-server` this process started; stopped when dropped.
@@ -21,6 +37,7 @@ pub struct LocalNats {
 impl LocalNats {
     /// Stops the server gracefully.
     pub fn stop(mut self) {
+        CHILD_PID.store(0, Ordering::SeqCst);
         info!(port = self.port, "stopping local nats-server");
         server::stop(&mut self.child, STOP_TIMEOUT);
     }
@@ -72,5 +89,6 @@ pub fn find_or_start(nats_url: &str, home: &Path) -> anyhow::Result<Option<Local
     );
     let child = server::spawn(&config, READY_TIMEOUT)
         .with_context(|| format!("starting nats-server on port {port}"))?;
+    CHILD_PID.store(child.id(), Ordering::SeqCst);
     Ok(Some(LocalNats { child, port }))
 }

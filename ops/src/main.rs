@@ -6,14 +6,18 @@
 //! logging, process lifecycle and signals. It holds no pipeline logic of its own: it
 //! wires the component crates together.
 
+mod bench;
+mod cache;
 mod cli;
 mod gateway;
 mod inference;
 mod ingest;
 mod local_nats;
 mod logging;
+mod replay;
 mod retrieval;
 mod signals;
+mod status;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -39,21 +43,39 @@ enum Command {
     Inference(inference::InferenceArgs),
     /// Run one HTTP gateway: the OpenAI-compatible API, the tasks API and the chat page.
     Gateway(gateway::GatewayArgs),
+    /// One screen for an operator: NATS servers, streams, consumers, workers, gateways.
+    Status(status::StatusArgs),
+    /// Re-run recorded questions as new requests and compare the answers; list and
+    /// replay dead letters.
+    Replay(replay::ReplayArgs),
+    /// Load an OpenAI-compatible endpoint (or one worker through NATS) with concurrent
+    /// users and report latencies and throughput as a table, JSON and HTML.
+    Bench(bench::BenchArgs),
+    /// Inspect or clear the response cache.
+    Cache(cache::CacheCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init();
+    if matches!(cli.command, Command::Status(_) | Command::Replay(_)) {
+        status::init_tool_logging();
+    } else {
+        logging::init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Cache(args) => cache::run(args).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Retrieval(args) => retrieval::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,
             Command::Inference(args) => inference::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     })
 }

@@ -5,15 +5,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use cauce_nats::connect;
 use cauce_retrieval::{Language, WorkerConfig};
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::cache::CacheArgs;
 use crate::cli::{HomeArgs, LimitsArgs, NatsArgs};
+use crate::signals;
 
 #[derive(Debug, Args)]
 pub struct RetrievalArgs {
@@ -33,6 +32,8 @@ pub struct RetrievalArgs {
     #[arg(long, env = "CAUCE_RETRIEVAL_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
     #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
     home: HomeArgs,
     #[command(flatten)]
     nats: NatsArgs,
@@ -51,38 +52,12 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     config.max_top_k = args.max_top_k;
     config.context_budget_chars = args.context_budget;
     config.concurrency = args.concurrency;
+    args.cache.apply(&mut config);
     info!(?config, nats_url = %args.nats.nats_url, "cauce retrieval");
 
     let client = connect(&args.nats.connect_options("cauce-retrieval")?).await?;
-    let cancel = cancel_on_signals()?;
+    let cancel = signals::shutdown_token()?;
     cauce_retrieval::run(config, client.clone(), cancel).await?;
     client.drain().await.ok();
     Ok(())
-}
-
-/// A token cancelled by the first Ctrl-C or SIGTERM; a second one of either exits at
-/// once. Service managers (systemd, Kubernetes, `docker stop`) send SIGTERM and wait a
-/// grace period before SIGKILL: the first signal starts the phased shutdown.
-pub(crate) fn cancel_on_signals() -> anyhow::Result<CancellationToken> {
-    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupt",
-            _ = terminate.recv() => "terminate",
-        };
-        info!(
-            signal = name,
-            "shutting down, a second signal exits at once"
-        );
-        on_signal.cancel();
-        let name = tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupt",
-            _ = terminate.recv() => "terminate",
-        };
-        warn!(signal = name, "exiting at once");
-        std::process::exit(130);
-    });
-    Ok(cancel)
 }

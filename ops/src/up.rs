@@ -18,6 +18,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::cache::CacheArgs;
 use crate::cli::{HomeArgs, LimitsArgs, NatsArgs};
 use crate::gateway::GatewayHttpArgs;
 use crate::inference::ModelArgs;
@@ -37,6 +38,8 @@ pub struct UpArgs {
     http: GatewayHttpArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Language of the corpus: english or spanish
     #[arg(long, env = "CAUCE_LANGUAGE", default_value = "english")]
     language: Language,
@@ -52,7 +55,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the cauce home directory {}", home.display()))?;
     let limits = args.limits.limits();
     let inference_config = args.model.worker_config(&args.home, &args.limits)?;
-    let gateway_config = args.http.config()?;
+    let mut gateway_config = args.http.config()?;
     let address = args.http.address()?;
     info!(home = %home.display(), nats_url = %args.nats.nats_url, ?limits, "cauce up");
 
@@ -61,7 +64,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let local_nats =
         tokio::task::spawn_blocking(move || local_nats::find_or_start(&nats_url, &nats_home))
             .await??;
-    let shutdown = signals::shutdown_token();
+    let shutdown = signals::shutdown_token()?;
 
     let client = connect(&args.nats.connect_options("cauce-up")?).await?;
     let js = jetstream::new(client.clone());
@@ -73,7 +76,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             info!(object = %ensured.object, action = ?ensured.action, "jetstream");
         }
     }
-    ingest_bundled_docs(&js, &home, args.docs.as_deref(), &shutdown).await?;
+    let docs_dir = ingest_bundled_docs(&js, &home, args.docs.as_deref(), &shutdown).await?;
+    gateway_config.docs_dir = Some(docs_dir);
 
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -87,6 +91,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         cauce_retrieval::WorkerConfig::new(cauce_retrieval::default_dir(&home, args.language));
     retrieval_config.language = args.language;
     retrieval_config.limits = limits.clone();
+    args.cache.apply(&mut retrieval_config);
     let retrieval = tokio::spawn(watch(
         failed.clone(),
         cauce_retrieval::run(retrieval_config, client.clone(), workers.clone()),
@@ -147,29 +152,31 @@ async fn watch<E>(
     result
 }
 
-/// Ingests the bundled corpus when `DOCS` holds nothing yet.
+/// Ingests the bundled corpus when `DOCS` holds nothing yet; returns its folder, which
+/// the gateway serves under `/docs/` so that source links open.
 async fn ingest_bundled_docs(
     js: &jetstream::Context,
     home: &Path,
     docs: Option<&Path>,
     cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let mut stream = js
-        .get_stream(names::DOCS)
-        .await
-        .context("looking up DOCS")?;
-    if stream.info().await.context("reading DOCS")?.state.messages > 0 {
-        return Ok(());
-    }
+) -> anyhow::Result<PathBuf> {
     let folder = match docs {
         Some(folder) => folder.to_path_buf(),
         None if Path::new("docs").is_dir() => PathBuf::from("docs"),
         None => write_bundled_docs(home)?,
     };
+    let mut stream = js
+        .get_stream(names::DOCS)
+        .await
+        .context("looking up DOCS")?;
+    if stream.info().await.context("reading DOCS")?.state.messages > 0 {
+        return Ok(folder);
+    }
     info!(folder = %folder.display(), "DOCS is empty: ingesting the bundled corpus");
     let options = IngestOptions {
-        paths: vec![folder],
+        paths: vec![folder.clone()],
         id_prefix: Some("guide".into()),
+        location_base: Some("docs/".into()),
         progress: ProgressMode::Quiet,
         ..IngestOptions::default()
     };
@@ -177,7 +184,7 @@ async fn ingest_bundled_docs(
         .await
         .context("ingesting the bundled corpus")?;
     info!(%summary, "bundled corpus ingested");
-    Ok(())
+    Ok(folder)
 }
 
 fn write_bundled_docs(home: &Path) -> anyhow::Result<PathBuf> {

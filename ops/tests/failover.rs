@@ -40,9 +40,9 @@ fn worker(url: &str) -> Child {
 }
 
 async fn next_event(events: &mut async_nats::Subscriber) -> Event {
-    let message = tokio::time::timeout(Duration::from_secs(120), events.next())
+    let message = tokio::time::timeout(Duration::from_secs(600), events.next())
         .await
-        .expect("an event within two minutes")
+        .expect("an event within ten minutes")
         .unwrap();
     cauce_nats::wire::decode(&message.payload).unwrap()
 }

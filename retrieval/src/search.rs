@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::context::{self, Hit};
 use crate::error::{Error, Result};
 use crate::index::LocalIndex;
-use crate::query::SearchTerms;
+use crate::query::{MAX_QUERY_TERMS, SearchTerms};
 use crate::schema::{Fields, Language};
 
 /// Candidates fetched per passage wanted, so that merging neighbours still fills `top_k`.
@@ -68,7 +68,7 @@ impl Searcher {
     ) -> Result<Vec<Passage>> {
         let started = Instant::now();
         let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
-        let passages = self.search_terms(&terms, top_k, budget_chars);
+        let passages = self.search_terms(terms, top_k, budget_chars);
         let micros = started.elapsed().as_micros() as u64;
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -78,7 +78,7 @@ impl Searcher {
 
     fn search_terms(
         &self,
-        terms: &SearchTerms,
+        terms: SearchTerms,
         top_k: usize,
         budget_chars: usize,
     ) -> Result<Vec<Passage>> {
@@ -86,6 +86,9 @@ impl Searcher {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
+        let terms = terms
+            .most_selective(&searcher, &self.fields, MAX_QUERY_TERMS)
+            .map_err(Error::index("look up term frequencies"))?;
         let query = terms.to_query(&self.fields);
         let collector = TopDocs::with_limit(top_k * CANDIDATES_PER_PASSAGE).order_by_score();
         let top = searcher

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, HeaderMap};
-use cauce_nats::wire::{self, ChatRequest, Event, EventBody, Passage, PromptJob};
+use cauce_nats::wire::{
+    self, CacheEntry, ChatRequest, Event, EventBody, Passage, PromptJob, ResultStatus,
+    StoredResult, Timings,
+};
 use cauce_nats::{Limits, ModelName, names};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -23,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::cache::{Lookup, ResponseCache};
 use crate::error::{Error, Result};
 use crate::follow::{FollowOptions, Follower};
 use crate::index::LocalIndex;
@@ -50,6 +54,10 @@ pub struct WorkerConfig {
     /// Questions handled at once.
     pub concurrency: usize,
     pub follow: FollowOptions,
+    /// Whether deterministic answers are served from and stored in the response cache.
+    pub cache: bool,
+    /// How long an identical request waits for the answer another one is generating.
+    pub cache_wait: Duration,
 }
 
 impl WorkerConfig {
@@ -62,6 +70,8 @@ impl WorkerConfig {
             context_budget_chars: 6000,
             concurrency: 8,
             follow: FollowOptions::default(),
+            cache: true,
+            cache_wait: Duration::from_secs(60),
         }
     }
 }
@@ -74,6 +84,8 @@ struct Shared {
     config: WorkerConfig,
     /// Models whose inference consumer this process has ensured.
     ensured_models: Mutex<HashSet<ModelName>>,
+    cache: ResponseCache,
+    results: jetstream::kv::Store,
 }
 
 /// Runs one retrieval worker until `cancel` fires.
@@ -131,10 +143,20 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         follow: follower.status.clone(),
     };
     let (service, status_task) = service::announce(&client, stats).await?;
+    let cache_kv = js
+        .get_key_value(names::CACHE_BUCKET)
+        .await
+        .map_err(|e| Error::jetstream("open the cache bucket")(e.into()))?;
+    let results = js
+        .get_key_value(names::RESULTS_BUCKET)
+        .await
+        .map_err(|e| Error::jetstream("open the results bucket")(e.into()))?;
     let shared = Arc::new(Shared {
         js,
         client,
         searcher,
+        cache: ResponseCache::new(cache_kv, config.cache, config.cache_wait),
+        results,
         config,
         ensured_models: Mutex::default(),
     });
@@ -233,7 +255,12 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         }
     };
     let request_id = request.id.clone();
-    match answer(shared, request, attempt).await {
+    let opted_out = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(names::CACHE_HEADER))
+        .is_some_and(|v| v.as_str().eq_ignore_ascii_case("off"));
+    match answer(shared, request, attempt, opted_out).await {
         Ok(passages) => {
             if let Err(err) = message.ack().await {
                 warn!(request_id = %request_id, error = %err, "question ack failed, it will be redelivered");
@@ -251,9 +278,15 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
 }
 
 /// Searches, sends the sources and publishes the prompt job; returns how many passages.
-async fn answer(shared: &Shared, request: ChatRequest, attempt: u32) -> Result<usize> {
+async fn answer(
+    shared: &Shared,
+    request: ChatRequest,
+    attempt: u32,
+    opted_out: bool,
+) -> Result<usize> {
     let passages = retrieve(shared, &request).await?;
     let count = passages.len();
+    let lookup = shared.cache.lookup(&request, &passages, opted_out).await;
     let job = PromptJob {
         request,
         passages,
@@ -276,10 +309,22 @@ async fn answer(shared: &Shared, request: ChatRequest, attempt: u32) -> Result<u
         .await
         .map_err(|e| Error::jetstream("publish sources")(e.into()))?;
 
+    if let Lookup::Hit(entry) = lookup {
+        serve_hit(shared, &job, entry, attempt).await?;
+        return Ok(count);
+    }
     ensure_model(shared, &request.model).await?;
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", request.id.as_str());
     headers.insert(names::REQUEST_ID_HEADER, request.id.as_str());
+    if let Lookup::Miss {
+        key,
+        model_fingerprint,
+    } = &lookup
+    {
+        headers.insert(names::CACHE_KEY_HEADER, key.as_str());
+        headers.insert(names::MODEL_FINGERPRINT_HEADER, model_fingerprint.as_str());
+    }
     let ack = shared
         .js
         .publish_with_headers(
@@ -295,6 +340,82 @@ async fn answer(shared: &Shared, request: ChatRequest, attempt: u32) -> Result<u
         info!(request_id = %request.id, attempt, "prompt job already published, duplicate dropped");
     }
     Ok(count)
+}
+
+/// Characters per delta when a cached answer is streamed back.
+const CACHED_DELTA_CHARS: usize = 24;
+
+/// Streams a cached answer in the shape of a generated one: deltas, the stored result,
+/// then `done` marked as cached. No prompt job is published.
+async fn serve_hit(
+    shared: &Shared,
+    job: &PromptJob,
+    entry: CacheEntry,
+    attempt: u32,
+) -> Result<()> {
+    let request = &job.request;
+    let reply_subject = names::events_subject(&request.gateway, &request.id);
+    let mut seq = 0;
+    let chars: Vec<char> = entry.text.chars().collect();
+    for piece in chars.chunks(CACHED_DELTA_CHARS) {
+        let body = EventBody::Delta {
+            text: piece.iter().collect(),
+        };
+        let event = Event {
+            request_id: request.id.clone(),
+            attempt,
+            seq,
+            body,
+        };
+        seq += 1;
+        shared
+            .client
+            .publish(reply_subject.clone(), wire::encode(&event)?)
+            .await
+            .map_err(|e| Error::jetstream("publish a cached delta")(e.into()))?;
+    }
+    let result = StoredResult {
+        request_id: request.id.clone(),
+        model: request.model.clone(),
+        status: ResultStatus::Done,
+        text: entry.text.clone(),
+        finish_reason: Some(entry.finish_reason),
+        usage: entry.usage,
+        timings: Timings::default(),
+        sources: job.sources(),
+        error: None,
+        attempt,
+        created_at_ms: request.created_at_ms,
+        finished_at_ms: wire::now_ms(),
+        replay_of: request.replay_of.clone(),
+    };
+    shared
+        .results
+        .put(
+            names::request_key(&request.id),
+            wire::encode_compressed(&result)?,
+        )
+        .await
+        .map_err(|e| Error::jetstream("store a cached result")(e.into()))?;
+    let body = EventBody::Done {
+        finish_reason: entry.finish_reason,
+        usage: entry.usage,
+        timings: Timings::default(),
+        cached: true,
+    };
+    let event = Event {
+        request_id: request.id.clone(),
+        attempt,
+        seq,
+        body,
+    };
+    shared
+        .client
+        .publish(reply_subject, wire::encode(&event)?)
+        .await
+        .map_err(|e| Error::jetstream("publish a cached done")(e.into()))?;
+    debug!(request_id = %request.id, chars = chars.len(), "answered from the cache");
+    Ok(())
 }
 
 async fn retrieve(shared: &Shared, request: &ChatRequest) -> Result<Vec<Passage>> {

@@ -77,7 +77,9 @@ fn chunks(pending: Pending, writer: ChunkWriter) -> impl Stream<Item = Result<Ev
             Step::Sources(sources) => (vec![data(writer.sources(&sources))], true),
             Step::Text(text) => (vec![data(writer.content(&text))], true),
             Step::Done(finish) => {
-                let mut events = vec![data(writer.finish(finish.finish_reason))];
+                let mut events = vec![data(
+                    writer.finish_with(finish.finish_reason, finish.cached),
+                )];
                 if writer.include_usage {
                     events.push(data(writer.usage(finish.usage)));
                 }
@@ -102,13 +104,16 @@ async fn whole(mut pending: Pending, head: Head) -> Result<Response> {
         match pending.next().await {
             Some(Step::Sources(_) | Step::Text(_)) => {}
             Some(Step::Done(finish)) => {
-                let body = completion(
+                let mut body = completion(
                     &head,
                     pending.text(),
                     finish.finish_reason,
                     finish.usage,
                     pending.sources(),
                 );
+                if finish.cached {
+                    body["cauce"]["cached"] = true.into();
+                }
                 return Ok(axum::Json(body).into_response());
             }
             Some(Step::Failed(error)) => return Err(error),

@@ -3,6 +3,7 @@
 //! body limit, and OpenAI-style `404`/`405` bodies.
 
 mod chat;
+mod docs;
 mod health;
 mod models;
 mod page;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
     let public = Router::new()
         .route("/", get(page::index))
+        .route("/docs/{*path}", get(docs::file))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));

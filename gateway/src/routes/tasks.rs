@@ -40,7 +40,7 @@ pub async fn create(
     }
     state
         .admission
-        .check_backlog(&state.js, &valid.model)
+        .check_backlog(&state.js, &valid.model, &state.config.default_model)
         .await?;
     let id = RequestId::generate();
     let now_ms = wire::now_ms();
@@ -69,7 +69,7 @@ pub async fn create(
         .map_err(|err| Error::NotQueued {
             reason: format!("storing the task: {err}"),
         })?;
-    if let Err(err) = publish_question(&state, &request).await {
+    if let Err(err) = publish_question(&state, &request, valid.cache).await {
         let _ = state.results.purge(names::request_key(&id)).await;
         return Err(err);
     }

@@ -190,6 +190,7 @@ pub fn done(prompt_tokens: u32, completion_tokens: u32) -> EventBody {
             completion_tokens,
         },
         timings: Timings::default(),
+        cached: false,
     }
 }
 

@@ -154,9 +154,9 @@ pub async fn publish(client: &async_nats::Client, job: &PromptJob) -> async_nats
 pub async fn events_until_end(events: &mut async_nats::Subscriber) -> Vec<Event> {
     let mut out = Vec::new();
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(120), events.next())
+        let message = tokio::time::timeout(Duration::from_secs(600), events.next())
             .await
-            .expect("the answer ends within two minutes")
+            .expect("the answer ends within ten minutes")
             .expect("subscription open");
         let event: Event = cauce_nats::wire::decode(&message.payload).unwrap();
         let end = matches!(event.body, EventBody::Done { .. } | EventBody::Error { .. });

@@ -79,6 +79,12 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// Whether the answer is a function of the request alone: greedy decoding or an
+    /// explicit seed. Only such answers are cached.
+    pub fn is_deterministic(&self) -> bool {
+        self.sampling.temperature.is_some_and(|t| t <= 0.0) || self.sampling.seed.is_some()
+    }
+
     /// The last user turn, which retrieval searches for.
     pub fn last_user_message(&self) -> Option<&ChatMessage> {
         self.messages.iter().rev().find(|m| m.role == Role::User)

@@ -32,6 +32,9 @@ pub enum EventBody {
         usage: Usage,
         #[serde(default)]
         timings: Timings,
+        /// The answer came from the response cache, not from a model.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     /// The request failed; this is its last event.
     Error { kind: ErrorKind, message: String },

@@ -7,12 +7,14 @@
 //! Payloads stored for long (documents, results, cached answers) are zstd-compressed
 //! JSON through [`encode_compressed`] and [`decode_compressed`].
 
+mod cache;
 mod chat;
 mod doc;
 mod event;
 mod prompt;
 mod result;
 
+pub use cache::{CacheEntry, CacheValue, cache_key};
 pub use chat::{ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
 pub use doc::{DocPassage, DocRecord, Document, Tombstone};
 pub use event::{ErrorKind, Event, EventBody, FinishReason, Timings, Usage};

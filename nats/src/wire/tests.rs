@@ -84,6 +84,7 @@ fn every_wire_type_round_trips() {
                 decode_ms: 3.0,
                 ..Timings::default()
             },
+            cached: true,
         },
         EventBody::Error {
             kind: ErrorKind::ContextOverflow,

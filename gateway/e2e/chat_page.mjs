@@ -1,0 +1,113 @@
+// The chat page in headless Chromium (Debian's chromium, driven by playwright-core).
+// Run by ops/tests/chat_page.rs against `cauce up`; it can also be run by hand:
+//
+//   ./ops/setup                         # chromium, and playwright-core in ./node_modules
+//   CAUCE_URL=http://127.0.0.1:8080 node gateway/e2e/chat_page.mjs [screenshot folder]
+//
+// On a desktop-sized and then a phone-sized page it types a question, waits for tokens
+// to stream in and sources to appear as links, presses stop, reloads and checks that
+// the conversation is still there, and saves screenshots. Exits non-zero on the first
+// failed check.
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const base = (process.env.CAUCE_URL ?? "http://127.0.0.1:8080").replace(/\/$/, "");
+const screenshots = process.argv[2] ?? ".";
+const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+// only docs/operations.md ("The local index") answers it
+const question = process.env.CAUCE_QUESTION ??
+  "Where does a retrieval worker keep its local index, and what is stored in meta.json? Explain in detail.";
+
+// This machine has no outside network: without these, chromium hangs on connections
+// to Google's services.
+const args = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
+function check(condition, what) {
+  if (!condition) throw new Error("check failed: " + what);
+  console.log("ok -", what);
+}
+
+async function session(context, name, viewport) {
+  const page = await context.newPage();
+  await page.setViewportSize(viewport);
+  page.on("pageerror", err => { throw new Error("page error: " + err.message); });
+  await page.goto(base + "/");
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  check(await page.locator("#question").isVisible(), `${name}: the question box is visible`);
+
+  await page.fill("#question", question);
+  await page.press("#question", "Enter");
+  check((await page.locator(".msg.user .text").last().textContent()) === question,
+    `${name}: the question shows in the conversation`);
+  check(await page.locator("#stop").isEnabled(), `${name}: stop is enabled while answering`);
+
+  // sources come before the first token
+  await page.waitForSelector(".msg.assistant .sources a", { timeout: 300_000 });
+  const links = page.locator(".msg.assistant .sources a");
+  check((await links.count()) > 0, `${name}: sources appear as links`);
+  const hrefs = await links.evaluateAll(as => as.map(a => a.getAttribute("href")));
+  check(hrefs.some(h => h.includes("operations.md")), `${name}: the operations guide is a source`);
+
+  // tokens stream in: the text grows while the answer is still running
+  const answer = page.locator(".msg.assistant .text").last();
+  const grown = async (than) => page.waitForFunction(
+    (than) => {
+      const texts = document.querySelectorAll(".msg.assistant .text");
+      const text = texts[texts.length - 1].textContent;
+      return text !== "…" && text.length > than;
+    },
+    than,
+    { timeout: 300_000 },
+  );
+  await grown(0);
+  const first = (await answer.textContent()).length;
+  await grown(first);
+  check(await page.locator("#stop").isEnabled(), `${name}: tokens stream into the answer`);
+
+  await page.screenshot({ path: join(screenshots, `chat_page_${name}_streaming.png`) });
+  await page.locator("#stop").click();
+  await page.waitForFunction(() => document.querySelector("#stop").disabled, null, { timeout: 30_000 });
+  check(await page.locator("#send").isEnabled(), `${name}: stop ends the generation`);
+  check(await page.locator(".msg.assistant .note").last().isVisible(), `${name}: the answer says it was stopped`);
+  const stopped = await answer.textContent();
+
+  await page.reload();
+  await page.waitForSelector(".msg.user");
+  check((await page.locator(".msg.user .text").first().textContent()) === question,
+    `${name}: the question is still there after a reload`);
+  check((await page.locator(".msg.assistant .text").first().textContent()) === stopped,
+    `${name}: the answer is still there after a reload`);
+  check((await page.locator(".msg.assistant .sources a").count()) > 0,
+    `${name}: the sources are still there after a reload`);
+  check(await page.locator(".msg.assistant .note").first().isVisible(),
+    `${name}: the answer still says it was stopped after a reload`);
+  const label = await page.locator(".msg.assistant .sources a").first().textContent();
+  check(label === "Operations › The local index", `${name}: a source reads "${label}"`);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `${name}: nothing sticks out sideways`);
+  const path = join(screenshots, `chat_page_${name}.png`);
+  await page.screenshot({ path });
+  console.log("screenshot saved to", path);
+  await page.close();
+}
+
+const profile = mkdtempSync(join(tmpdir(), "cauce-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  args,
+});
+try {
+  await session(context, "desktop", { width: 1280, height: 800 });
+  await session(context, "phone", { width: 390, height: 844 });
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
