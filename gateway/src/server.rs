@@ -34,6 +34,12 @@ pub async fn serve(
     let announcement = service::announce(state.clone(), background.clone()).await?;
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // small SSE events must leave at once, not wait on Nagle for the client's ACK
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server =
         axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let server = std::future::IntoFuture::into_future(server);

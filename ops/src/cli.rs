@@ -91,6 +91,9 @@ pub struct LimitsArgs {
     /// How long a cached answer lives
     #[arg(long, env = "CAUCE_CACHE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub cache_ttl: Duration,
+    /// Size bound of the response cache bucket, in bytes
+    #[arg(long, env = "CAUCE_CACHE_MAX_BYTES", default_value_t = 256 << 20)]
+    pub cache_max_bytes: i64,
     /// Deliveries of a question or prompt job before it becomes a dead letter
     #[arg(long, env = "CAUCE_MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: i64,
@@ -115,6 +118,7 @@ impl LimitsArgs {
         limits.questions.max_age = self.questions_max_age;
         limits.results.max_age = self.results_ttl;
         limits.cache.max_age = self.cache_ttl;
+        limits.cache.max_bytes = self.cache_max_bytes;
         limits
     }
 }
