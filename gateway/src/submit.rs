@@ -20,9 +20,7 @@ use crate::telemetry::CANCELS;
 /// Publishes a validated question and waits for JetStream's ack.
 pub async fn publish_question(state: &Shared, request: &ChatRequest, cache: bool) -> Result<()> {
     let payload = wire::encode(request)?;
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", request.id.as_str());
-    headers.insert(names::REQUEST_ID_HEADER, request.id.as_str());
+    let mut headers = names::request_headers(&request.id);
     if !cache {
         headers.insert(names::CACHE_HEADER, "off");
     }

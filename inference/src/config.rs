@@ -25,6 +25,17 @@ pub fn installed_model_path() -> PathBuf {
     default_model_path(&home)
 }
 
+/// [`installed_model_path`], checked: a missing file is an error that says to run
+/// `./ops/setup`.
+pub fn installed_model() -> crate::Result<PathBuf> {
+    let path = installed_model_path();
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(crate::Error::ModelMissing { path })
+    }
+}
+
 /// How the engine loads and runs a model.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {

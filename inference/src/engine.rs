@@ -76,7 +76,6 @@ pub struct ModelInfo {
     pub description: String,
     pub slots: u32,
     pub ctx_per_slot: u32,
-    pub n_ctx_train: u32,
 }
 
 struct Submission {
@@ -209,7 +208,6 @@ fn run_thread(
             .unwrap_or_else(|_| "model".into()),
         slots: config.slots,
         ctx_per_slot: config.ctx_per_slot,
-        n_ctx_train: model.n_ctx_train(),
     };
     info!(
         model = %config.model_path.display(),

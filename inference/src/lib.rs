@@ -27,7 +27,9 @@ pub mod service;
 pub mod text;
 pub mod worker;
 
-pub use config::{DEFAULT_MODEL_FILE, EngineConfig, default_model_path, installed_model_path};
+pub use config::{
+    DEFAULT_MODEL_FILE, EngineConfig, default_model_path, installed_model, installed_model_path,
+};
 pub use engine::{Engine, EngineEvent, EngineStats, JobHandle, ModelInfo};
 pub use error::{Error, Result};
 pub use worker::{WorkerConfig, run};

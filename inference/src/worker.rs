@@ -18,9 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, kv};
-use async_nats::{Client, HeaderMap};
 use cauce_nats::wire::{
     self, CacheEntry, CacheValue, ErrorKind, Event, EventBody, FinishReason, PromptJob,
     ResultStatus, StoredError, StoredResult, Timings, Usage, now_ms,
@@ -208,7 +208,8 @@ async fn pull_loop(
 /// The events of one request, numbered within this attempt.
 struct Reply {
     client: Client,
-    subject: String,
+    // a Subject clones by reference count, not by copying the string, once per delta
+    subject: async_nats::Subject,
     request_id: RequestId,
     attempt: u32,
     seq: u64,
@@ -269,7 +270,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
     let request = &job.request;
     let mut reply = Reply {
         client: shared.client.clone(),
-        subject: names::events_subject(&request.gateway, &request.id),
+        subject: names::events_subject(&request.gateway, &request.id).into(),
         request_id: request.id.clone(),
         attempt,
         seq: 0,
@@ -591,11 +592,4 @@ async fn put_result(shared: &Shared, result: &StoredResult) {
         }
         Err(err) => warn!(request_id = %result.request_id, error = %err, "result encode failed"),
     }
-}
-
-/// Headers carrying the request id, so one grep follows a request.
-pub fn request_headers(request: &RequestId) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(names::REQUEST_ID_HEADER, request.as_str());
-    headers
 }

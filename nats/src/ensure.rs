@@ -403,7 +403,7 @@ async fn ensure_bucket(
         num_replicas: replicas,
         ..Default::default()
     };
-    let existing = match js.get_stream(format!("KV_{bucket}")).await {
+    let existing = match js.get_stream(names::bucket_stream(bucket)).await {
         Ok(mut stream) => stream
             .info()
             .await

@@ -99,16 +99,6 @@ pub fn cancel_subject(request: &RequestId) -> String {
     format!("cauce.cancel.{request}")
 }
 
-/// Wildcard a worker subscribes to so that it hears every cancel.
-pub const CANCEL_SUBJECTS: &str = "cauce.cancel.*";
-
-/// The request a `cauce.cancel.<id>` subject cancels, if it is one.
-pub fn request_id_from_cancel_subject(subject: &str) -> Option<RequestId> {
-    subject
-        .strip_prefix("cauce.cancel.")
-        .and_then(|id| RequestId::parse(id).ok())
-}
-
 /// Key in [`CACHE_BUCKET`] of the fingerprint of the model file served as `model`, which
 /// inference workers write and cache keys are computed with.
 pub fn model_fingerprint_key(model: &ModelName) -> String {
@@ -118,6 +108,20 @@ pub fn model_fingerprint_key(model: &ModelName) -> String {
 /// Key in [`CACHE_BUCKET`] of a cached answer.
 pub fn cache_entry_key(hash: &str) -> String {
     format!("answer.{hash}")
+}
+
+/// The JetStream stream behind a key-value bucket.
+pub fn bucket_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// Headers of a publish that belongs to one request: `Nats-Msg-Id` (so JetStream drops a
+/// repeated publish of it inside the duplicate window) and the request id header.
+pub fn request_headers(request: &RequestId) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, request.as_str());
+    headers.insert(REQUEST_ID_HEADER, request.as_str());
+    headers
 }
 
 /// Key of a request in [`RESULTS_BUCKET`] and [`CANCELS_BUCKET`].
@@ -158,10 +162,6 @@ mod tests {
         assert_eq!(inference_consumer(&model), "inference-smollm2");
         assert_eq!(doc_subject(&doc), "cauce.docs.guide-api");
         assert_eq!(doc_id_from_subject("cauce.docs.guide-api"), Some(doc));
-        assert_eq!(
-            request_id_from_cancel_subject("cauce.cancel.abc123"),
-            Some(req)
-        );
         assert_eq!(doc_id_from_subject("cauce.prompts.x"), None);
     }
 

@@ -80,7 +80,9 @@ pub async fn run(command: CacheCommand) -> anyhow::Result<()> {
 }
 
 async fn stats(js: &jetstream::Context, kv: &jetstream::kv::Store) -> anyhow::Result<()> {
-    let mut stream = js.get_stream(format!("KV_{}", names::CACHE_BUCKET)).await?;
+    let mut stream = js
+        .get_stream(names::bucket_stream(names::CACHE_BUCKET))
+        .await?;
     let info = stream.info().await?.clone();
     let (mut answers, mut pending, mut corrupt, mut stored, mut json) =
         (0u64, 0u64, 0u64, 0u64, 0u64);

@@ -57,11 +57,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Status(_) | Command::Replay(_)) {
-        status::init_tool_logging();
-    } else {
-        logging::init();
-    }
+    let tool = matches!(cli.command, Command::Status(_) | Command::Replay(_));
+    logging::init(if tool { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -20,9 +20,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cauce_nats::async_nats;
 use cauce_nats::async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use cauce_nats::async_nats::jetstream::{self, kv};
-use cauce_nats::async_nats::{self, HeaderMap};
 use cauce_nats::dead::{DeadLetter, DeadReason};
 use cauce_nats::wire::{self, ChatRequest, EventBody, PromptJob, ResultStatus, StoredResult};
 use cauce_nats::{GatewayId, ModelName, RequestId, connect, names};
@@ -380,9 +380,7 @@ pub async fn replay_all(
         let events = client
             .subscribe(names::events_subject(&request.gateway, &request.id))
             .await?;
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", request.id.as_str());
-        headers.insert(names::REQUEST_ID_HEADER, request.id.as_str());
+        let mut headers = names::request_headers(&request.id);
         // a replay re-runs the model: a cached answer would only repeat the original
         headers.insert(names::CACHE_HEADER, "off");
         js.publish_with_headers(names::QUESTIONS_SUBJECT, headers, wire::encode(&request)?)

@@ -159,18 +159,6 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logging for the operator tools (`status`, `replay`): their tables and JSON are on
-/// stdout, so logs go to stderr, warnings and errors only unless `RUST_LOG` says more.
-pub fn init_tool_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Tokens generated per inference worker at one instant.
 pub struct TokenSample {
     at: Instant,

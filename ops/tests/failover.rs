@@ -14,12 +14,7 @@ use cauce_nats::{GatewayId, Limits, ModelName, RequestId, names};
 use futures::StreamExt;
 
 fn worker(url: &str) -> Child {
-    let model = cauce_inference::installed_model_path();
-    assert!(
-        model.is_file(),
-        "the model is missing at {}; run ./ops/setup",
-        model.display()
-    );
+    let model = cauce_inference::installed_model().unwrap_or_else(|err| panic!("{err}"));
     Command::new(env!("CARGO_BIN_EXE_cauce"))
         .args([
             "inference",

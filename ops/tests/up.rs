@@ -39,12 +39,7 @@ async fn up_starts_nats_sets_up_streams_and_stops_it_on_ctrl_c() {
     let port = free_port();
     let http_port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let model = cauce_inference::installed_model_path();
-    assert!(
-        model.is_file(),
-        "the model is missing at {}; run ./ops/setup",
-        model.display()
-    );
+    let model = cauce_inference::installed_model().unwrap_or_else(|err| panic!("{err}"));
     let mut up = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_cauce"))
             .args([

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::jetstream::{self, AckKind};
-use async_nats::{Client, HeaderMap};
 use cauce_nats::wire::{
     self, CacheEntry, ChatRequest, Event, EventBody, Passage, PromptJob, ResultStatus,
     StoredResult, Timings,
@@ -314,9 +314,7 @@ async fn answer(
         return Ok(count);
     }
     ensure_model(shared, &request.model).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", request.id.as_str());
-    headers.insert(names::REQUEST_ID_HEADER, request.id.as_str());
+    let mut headers = names::request_headers(&request.id);
     if let Lookup::Miss {
         key,
         model_fingerprint,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cauce_inference::{EngineEvent, JobHandle, installed_model_path};
+use cauce_inference::{EngineEvent, JobHandle};
 use cauce_nats::wire::{
     ChatMessage, ChatRequest, FinishReason, PromptJob, RetrievalOptions, Role, Sampling, Usage,
     now_ms,
@@ -12,13 +12,7 @@ use cauce_nats::{GatewayId, ModelName, RequestId};
 
 /// The model `ops/setup` installs; missing, the test fails with what to run.
 pub fn model_path() -> PathBuf {
-    let path = installed_model_path();
-    assert!(
-        path.is_file(),
-        "the model is missing at {}; run ./ops/setup to install it",
-        path.display()
-    );
-    path
+    cauce_inference::installed_model().unwrap_or_else(|err| panic!("{err}"))
 }
 
 pub fn job(question: &str, sampling: Sampling) -> PromptJob {

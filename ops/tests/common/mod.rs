@@ -43,13 +43,7 @@ pub struct Cauce {
 
 /// The model `./ops/setup` installs; every end-to-end test runs it.
 pub fn model_path() -> PathBuf {
-    let model = cauce_inference::installed_model_path();
-    assert!(
-        model.is_file(),
-        "the model is missing at {}; run ./ops/setup",
-        model.display()
-    );
-    model
+    cauce_inference::installed_model().unwrap_or_else(|err| panic!("{err}"))
 }
 
 impl Cauce {

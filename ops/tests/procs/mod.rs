@@ -21,13 +21,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn model_path() -> PathBuf {
-    let model = cauce_inference::installed_model_path();
-    assert!(
-        model.is_file(),
-        "the model is missing at {}; run ./ops/setup",
-        model.display()
-    );
-    model
+    cauce_inference::installed_model().unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// A child process, interrupted and then killed when dropped.
