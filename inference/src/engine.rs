@@ -7,7 +7,10 @@
 //! job submitted while others run is admitted at the next step. A finished or
 //! cancelled sequence gives its slot and its generated tokens' KV cells back at once;
 //! the slot keeps its prompt in the cache so that a next prompt sharing a prefix (the
-//! same system message and sources, a longer conversation) skips that prefill.
+//! same system message and sources, a longer conversation) skips that prefill. A job
+//! goes to the free slot sharing the longest prefix with it when that covers at least
+//! half its prompt, otherwise to the least recently used free slot, so that the slots
+//! keep as many different prompts as they can (llama.cpp's server chooses the same way).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -230,8 +233,10 @@ fn run_thread(
                 seq_id,
                 cached: Vec::new(),
                 active: None,
+                last_used: 0,
             })
             .collect(),
+        admissions: 0,
         waiting: VecDeque::new(),
         config,
         stats,
@@ -246,6 +251,8 @@ struct Slot {
     seq_id: i32,
     cached: Vec<LlamaToken>,
     active: Option<Active>,
+    /// When the slot last took a job, as a count of admissions (0: never).
+    last_used: u64,
 }
 
 struct Active {
@@ -274,6 +281,7 @@ struct Batcher<'m> {
     template: LlamaChatTemplate,
     batch: LlamaBatch<'static>,
     slots: Vec<Slot>,
+    admissions: u64,
     waiting: VecDeque<Submission>,
     config: EngineConfig,
     stats: Arc<EngineStats>,
@@ -338,8 +346,7 @@ impl Batcher<'_> {
         }
     }
 
-    /// Moves waiting jobs into free slots, preferring the slot whose cached tokens share
-    /// the longest prefix with the job's prompt.
+    /// Moves waiting jobs into free slots (see [`choose_slot`]).
     fn admit(&mut self) {
         while self.slots.iter().any(|s| s.active.is_none()) {
             let Some(sub) = self.waiting.pop_front() else {
@@ -352,14 +359,9 @@ impl Batcher<'_> {
                     continue;
                 }
             };
-            let index = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active.is_none())
-                .max_by_key(|(_, s)| common_prefix(&s.cached, &prompt))
-                .map(|(i, _)| i)
-                .expect("a free slot exists");
+            let index = choose_slot(&self.slots, &prompt).expect("a free slot exists");
+            self.admissions += 1;
+            self.slots[index].last_used = self.admissions;
             // at least one prompt token is decoded again, to get logits to sample from
             let reused = common_prefix(&self.slots[index].cached, &prompt).min(prompt.len() - 1);
             let slot = &mut self.slots[index];
@@ -616,6 +618,68 @@ fn send_delta(sub: &Submission, text: String) {
     }
 }
 
+/// The free slot for `prompt`: the one whose cached tokens share the longest prefix
+/// with it if that prefix is at least half the prompt, else the least recently used one
+/// (a never-used slot first), so that one shared chat-template header does not make
+/// every new question evict the previous one's prompt.
+fn choose_slot(slots: &[Slot], prompt: &[LlamaToken]) -> Option<usize> {
+    let free = || slots.iter().enumerate().filter(|(_, s)| s.active.is_none());
+    let (best, shared) = free()
+        .map(|(i, s)| (i, common_prefix(&s.cached, prompt)))
+        .max_by_key(|&(_, shared)| shared)?;
+    if shared > 0 && shared * 2 >= prompt.len() {
+        return Some(best);
+    }
+    free().min_by_key(|(_, s)| s.last_used).map(|(i, _)| i)
+}
+
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(seq_id: i32, cached: &[i32], last_used: u64) -> Slot {
+        Slot {
+            seq_id,
+            cached: cached.iter().map(|&t| LlamaToken::new(t)).collect(),
+            active: None,
+            last_used,
+        }
+    }
+
+    fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().map(|&t| LlamaToken::new(t)).collect()
+    }
+
+    #[test]
+    fn a_prompt_goes_to_the_slot_holding_most_of_it() {
+        let slots = [
+            slot(0, &[1, 2, 3, 4], 5),
+            slot(1, &[1, 2, 9], 1),
+            slot(2, &[], 0),
+        ];
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 4, 7])), Some(0));
+    }
+
+    #[test]
+    fn a_shared_header_alone_does_not_evict_a_cached_prompt() {
+        // [1, 2] is the chat template's header: a new question takes the unused slot
+        let slots = [
+            slot(0, &[1, 2, 3, 4], 2),
+            slot(1, &[1, 2, 5, 6], 1),
+            slot(2, &[], 0),
+        ];
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7, 8, 9])), Some(2));
+        // once every slot was used, the least recently used one
+        let slots = [slot(0, &[1, 2, 3, 4], 2), slot(1, &[1, 2, 5, 6], 1)];
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7, 8, 9])), Some(1));
+    }
+
+    #[test]
+    fn no_free_slot_means_none() {
+        assert_eq!(choose_slot(&[], &tokens(&[1])), None);
+    }
 }
