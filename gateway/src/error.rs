@@ -81,6 +81,14 @@ fn retry_secs(duration: &Duration) -> u64 {
     duration.as_secs_f64().ceil().max(1.0) as u64
 }
 
+impl From<cauce_nats::NotAcked> for Error {
+    fn from(err: cauce_nats::NotAcked) -> Self {
+        Error::NotQueued {
+            reason: err.to_string(),
+        }
+    }
+}
+
 impl Error {
     /// A stable label for logs, metric labels and the `code` of error bodies.
     pub fn kind(&self) -> &'static str {

@@ -3,7 +3,9 @@
 //!
 //! A question is published to JetStream with `Nats-Msg-Id` set to the request id (so a
 //! retried publish is stored once) and the request id header; it is accepted only once
-//! JetStream acks it. A cancel goes out twice: a core message on the request's cancel
+//! JetStream acks it. A publish that fails (no stream leader while a cluster elects a
+//! new one, a reconnect to another server) is retried until the publish timeout
+//! ([`cauce_nats::until_acked`]). A cancel goes out twice: a core message on the request's cancel
 //! subject for a worker that runs it now, and a key in the cancels bucket for a worker
 //! that picks it up later.
 
@@ -11,7 +13,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use cauce_nats::wire::{self, ChatRequest};
-use cauce_nats::{RequestId, names};
+use cauce_nats::{RequestId, names, until_acked};
 
 use crate::error::{Error, Result};
 use crate::state::Shared;
@@ -24,26 +26,20 @@ pub async fn publish_question(state: &Shared, request: &ChatRequest, cache: bool
     if !cache {
         headers.insert(names::CACHE_HEADER, "off");
     }
-    let publish = async {
-        let ack = state
-            .js
-            .publish_with_headers(names::QUESTIONS_SUBJECT, headers, payload)
-            .await
-            .map_err(|err| Error::NotQueued {
-                reason: err.to_string(),
-            })?;
-        ack.await.map_err(|err| Error::NotQueued {
-            reason: err.to_string(),
-        })
-    };
-    let timeout = state.config.publish_timeout;
-    match tokio::time::timeout(timeout, publish).await {
-        Ok(Ok(_ack)) => Ok(()),
-        Ok(Err(err)) => Err(err),
-        Err(_) => Err(Error::NotQueued {
-            reason: format!("jetstream did not ack within {} ms", timeout.as_millis()),
-        }),
-    }
+    until_acked(
+        state.config.publish_timeout,
+        "queueing the question",
+        || async {
+            let ack = state
+                .js
+                .publish_with_headers(names::QUESTIONS_SUBJECT, headers.clone(), payload.clone())
+                .await
+                .map_err(|err| err.to_string())?;
+            ack.await.map(drop).map_err(|err| err.to_string())
+        },
+    )
+    .await
+    .map_err(Error::from)
 }
 
 /// Cancels a request wherever it is: running (cancel subject) or queued (cancels bucket).

@@ -198,11 +198,19 @@ async fn the_rate_limit_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn an_unacked_publish_is_503_with_retry_after() {
-    let h = start(config("gw-err6")).await;
+    // the gateway retries an unacked publish until this timeout, then gives up
+    let mut config = config("gw-err6");
+    config.publish_timeout = std::time::Duration::from_millis(600);
+    let h = start(config).await;
     h.js.delete_stream(names::QUESTIONS).await.unwrap();
     let response = h.post("/v1/chat/completions", user("x")).await;
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(error_of(response, 503).await["code"], "not_queued");
+    let error = error_of(response, 503).await;
+    assert_eq!(error["code"], "not_queued");
+    assert!(
+        error["message"].as_str().unwrap().contains("within 600 ms"),
+        "{error}"
+    );
     let response = h.post("/v1/tasks", user("x")).await;
     assert_eq!(error_of(response, 503).await["code"], "not_queued");
 }

@@ -25,7 +25,9 @@ use cauce_nats::wire::{
     self, CacheEntry, CacheValue, ErrorKind, Event, EventBody, FinishReason, PromptJob,
     ResultStatus, StoredError, StoredResult, Timings, Usage, now_ms,
 };
-use cauce_nats::{Limits, ModelName, RequestId, ensure, ensure_inference_consumer, names};
+use cauce_nats::{
+    Limits, ModelName, RequestId, ensure, ensure_inference_consumer, names, until_acked,
+};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -36,6 +38,10 @@ use crate::config::EngineConfig;
 use crate::engine::{Engine, EngineEvent};
 use crate::error::{Error, Result};
 use crate::service;
+
+/// How long a result write is retried (a results bucket electing a new leader) before
+/// it is given up with a warning.
+const RESULT_PUT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Everything one worker needs.
 #[derive(Clone, Debug)]
@@ -582,11 +588,15 @@ async fn publish_fingerprint(
     }
 }
 
+/// Stores a result, retrying through a leader election of the results bucket.
 async fn put_result(shared: &Shared, result: &StoredResult) {
     let key = names::request_key(&result.request_id);
     match wire::encode_compressed(result) {
         Ok(payload) => {
-            if let Err(err) = shared.results.put(key, payload).await {
+            let put = until_acked(RESULT_PUT_LIMIT, "storing the result", || {
+                shared.results.put(&key, payload.clone())
+            });
+            if let Err(err) = put.await {
                 warn!(request_id = %result.request_id, error = %err, "storing the result failed");
             }
         }

@@ -14,6 +14,7 @@ pub mod ensure;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod retry;
 pub mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -24,3 +25,4 @@ pub use connect::{Auth, ConnectOptions, connect};
 pub use ensure::{Action, Ensured, Limits, Retention, ensure, ensure_inference_consumer};
 pub use error::{Error, IdError, Result, WireError};
 pub use ids::{DocId, GatewayId, ModelName, RequestId};
+pub use retry::{NotAcked, until_acked};

@@ -15,7 +15,8 @@
 //! `--dead` lists the dead letters (see `cauce_nats::dead`) with their reason: the
 //! original question or prompt job is read back from its stream by sequence, and a
 //! terminated job's reason is completed with the error the worker stored for it.
-//! `--dead --run` replays them once the cause is fixed.
+//! `--dead --run` replays them once the cause is fixed; a dead letter whose replay
+//! completes is removed from `DEAD`, so the list shows what is still to be dealt with.
 
 use std::time::Duration;
 
@@ -125,6 +126,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .await
         .context("opening the results bucket; has cauce run on this NATS?")?;
 
+    // DEAD sequences of the dead letters being replayed, in the order of `selected`
+    let mut dead_seqs = Vec::new();
     let selected = if args.dead {
         let dead = dead_letters(&js, &results).await?;
         print_dead(
@@ -136,7 +139,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         dead.into_iter()
-            .filter_map(|(_, recorded)| recorded)
+            .filter_map(|(row, recorded)| {
+                let recorded = recorded?;
+                dead_seqs.push(row.dead_seq);
+                Some(recorded)
+            })
             .collect()
     } else if let Some(since) = args.since {
         let start = std::time::SystemTime::now()
@@ -189,6 +196,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     )
     .await?;
     print_compared(&rows, args.json)?;
+    if !dead_seqs.is_empty() {
+        remove_replayed(&js, &rows, &dead_seqs).await?;
+    }
     client.drain().await.ok();
     if rows.iter().any(|row| row.new.status != "done") {
         bail!("some replayed requests did not complete");
@@ -328,6 +338,33 @@ pub async fn dead_letters(
         rows.push((row, recorded));
     }
     Ok(rows)
+}
+
+/// Removes from `DEAD` the dead letters whose replay completed (`rows` and `dead_seqs`
+/// are in the same order); the others stay listed.
+async fn remove_replayed(
+    js: &jetstream::Context,
+    rows: &[Compared],
+    dead_seqs: &[u64],
+) -> anyhow::Result<()> {
+    let dead_stream = js.get_stream(names::DEAD).await?;
+    let mut removed = 0;
+    for (row, &dead_seq) in rows.iter().zip(dead_seqs) {
+        if row.new.status != ResultStatus::Done.as_str() {
+            continue;
+        }
+        dead_stream
+            .delete_message(dead_seq)
+            .await
+            .with_context(|| format!("removing the replayed dead letter DEAD #{dead_seq}"))?;
+        removed += 1;
+    }
+    eprintln!(
+        "removed {removed} replayed dead letter(s) from {}; {} left",
+        names::DEAD,
+        dead_seqs.len() - removed
+    );
+    Ok(())
 }
 
 /// The question a dead letter points at, read back by sequence from its stream.
@@ -581,7 +618,7 @@ fn print_dead(rows: &[&DeadRow], json: bool) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{} dead letter(s); replay them with `cauce replay --dead --run` or one with `--id`",
+        "{} dead letter(s); once the cause is fixed, `cauce replay --dead --run` replays them and removes each one that completes",
         rows.len()
     );
     Ok(())

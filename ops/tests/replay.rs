@@ -160,7 +160,7 @@ async fn queued_requests_are_answered_in_order_replayed_identically_and_dead_let
 
     // a poison job: a question far longer than the worker's context is terminated,
     // and JetStream's advisory lands in DEAD
-    let long_question = "Tell me about rivers and streams and canals. ".repeat(400);
+    let long_question = "Tell me about rivers and streams and canals. ".repeat(130);
     let poison = create_task(&http, port, &chat_body(&long_question, 8)).await;
     let task = wait_task(&http, port, &poison).await;
     assert_eq!(task["status"], "failed", "{task}");
@@ -186,6 +186,26 @@ async fn queued_requests_are_answered_in_order_replayed_identically_and_dead_let
         table.contains(&poison) && table.contains("context_overflow"),
         "{table}"
     );
+
+    // the cause fixed (a worker with a larger context), the dead letter is replayed,
+    // completes, and leaves the list
+    inference.stop();
+    let mut inference = procs::inference_with_context(&url, 1, 4096, &[]);
+    let replayed = cauce_output(&url, &["replay", "--dead", "--run", "--json"]);
+    let stderr = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success(), "{stderr}");
+    let rows = json_lines(&replayed);
+    let row = rows
+        .iter()
+        .find(|row| row["original_id"] == poison.as_str())
+        .unwrap_or_else(|| panic!("no replay of {poison}: {rows:?}"));
+    assert_eq!(row["new"]["status"], "done", "{row}");
+    assert!(
+        stderr.contains("removed 1 replayed dead letter"),
+        "{stderr}"
+    );
+    let listing = cauce_output(&url, &["replay", "--dead", "--json"]);
+    assert!(json_lines(&listing).is_empty());
 
     inference.stop();
     retrieval.stop();

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cauce_nats::wire::{self, ResultStatus, StoredResult, Timings, Usage};
-use cauce_nats::{RequestId, names};
+use cauce_nats::{RequestId, names, until_acked};
 use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 
@@ -62,13 +62,15 @@ pub async fn create(
         replay_of: None,
     };
     // queued is written first: the worker's `running` must never be overwritten by it
-    state
-        .results
-        .put(names::request_key(&id), wire::encode_compressed(&queued)?)
-        .await
-        .map_err(|err| Error::NotQueued {
-            reason: format!("storing the task: {err}"),
-        })?;
+    let stored = wire::encode_compressed(&queued)?;
+    until_acked(state.config.publish_timeout, "storing the task", || async {
+        state
+            .results
+            .put(names::request_key(&id), stored.clone())
+            .await
+            .map(drop)
+    })
+    .await?;
     if let Err(err) = publish_question(&state, &request, valid.cache).await {
         let _ = state.results.purge(names::request_key(&id)).await;
         return Err(err);

@@ -116,6 +116,11 @@ pub fn retrieval(url: &str, home: &Path, extra: &[&str]) -> Proc {
 }
 
 pub fn inference(url: &str, slots: u32, extra: &[&str]) -> Proc {
+    inference_with_context(url, slots, 1024, extra)
+}
+
+/// An inference worker whose slots hold `ctx_size` tokens each.
+pub fn inference_with_context(url: &str, slots: u32, ctx_size: u32, extra: &[&str]) -> Proc {
     Proc::spawn(
         "inference",
         cauce(
@@ -125,7 +130,7 @@ pub fn inference(url: &str, slots: u32, extra: &[&str]) -> Proc {
                 "--slots",
                 &slots.to_string(),
                 "--ctx-size",
-                "1024",
+                &ctx_size.to_string(),
             ],
         )
         .arg("--model")
