@@ -7,10 +7,10 @@
 //! job submitted while others run is admitted at the next step. A finished or
 //! cancelled sequence gives its slot and its generated tokens' KV cells back at once;
 //! the slot keeps its prompt in the cache so that a next prompt sharing a prefix (the
-//! same system message and sources, a longer conversation) skips that prefill. A job
-//! goes to the free slot sharing the longest prefix with it when that covers at least
-//! half its prompt, otherwise to the least recently used free slot, so that the slots
-//! keep as many different prompts as they can (llama.cpp's server chooses the same way).
+//! same question, a longer conversation) skips that prefill. A prompt that does not
+//! continue a free slot's cache goes to the least recently used free slot and shares
+//! the longest matching prefix any slot holds (the system message, the template's
+//! header) through the unified KV cache; see [`place`].
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -359,23 +359,41 @@ impl Batcher<'_> {
                     continue;
                 }
             };
-            let index = choose_slot(&self.slots, &prompt).expect("a free slot exists");
+            let views = self.slots.iter().map(SlotView::of).collect::<Vec<_>>();
+            let placement = place(&views, &prompt).expect("a free slot exists");
+            let index = placement.slot;
             self.admissions += 1;
             self.slots[index].last_used = self.admissions;
-            // at least one prompt token is decoded again, to get logits to sample from
-            let reused = common_prefix(&self.slots[index].cached, &prompt).min(prompt.len() - 1);
-            let slot = &mut self.slots[index];
-            let trimmed =
-                self.ctx
-                    .clear_kv_cache_seq(Some(slot.seq_id as u32), Some(reused as u32), None);
-            if !matches!(trimmed, Ok(true)) {
-                let _ = self
-                    .ctx
-                    .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+            let seq_id = self.slots[index].seq_id;
+            if let Some((source, shared)) = placement.copy {
+                // the unified KV cache lets two sequences share cells: the target
+                // takes the source's prefix without computing it again
+                let source_seq = self.slots[source].seq_id;
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+                let copied =
+                    self.ctx
+                        .copy_kv_cache_seq(source_seq, seq_id, Some(0), Some(shared as u32));
+                let slot = &mut self.slots[index];
                 slot.cached.clear();
+                if copied.is_ok() {
+                    slot.cached.extend_from_slice(&prompt[..shared]);
+                }
             } else {
-                slot.cached.truncate(reused);
+                // at least one prompt token is decoded again, to get logits to sample from
+                let reused =
+                    common_prefix(&self.slots[index].cached, &prompt).min(prompt.len() - 1);
+                let slot = &mut self.slots[index];
+                let trimmed =
+                    self.ctx
+                        .clear_kv_cache_seq(Some(seq_id as u32), Some(reused as u32), None);
+                if matches!(trimmed, Ok(true)) {
+                    slot.cached.truncate(reused);
+                } else {
+                    let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+                    slot.cached.clear();
+                }
             }
+            let slot = &mut self.slots[index];
             let reused = slot.cached.len();
             let request = &sub.job.request;
             let _ = sub.events.send(EngineEvent::Started {
@@ -618,19 +636,60 @@ fn send_delta(sub: &Submission, text: String) {
     }
 }
 
-/// The free slot for `prompt`: the one whose cached tokens share the longest prefix
-/// with it if that prefix is at least half the prompt, else the least recently used one
-/// (a never-used slot first), so that one shared chat-template header does not make
-/// every new question evict the previous one's prompt.
-fn choose_slot(slots: &[Slot], prompt: &[LlamaToken]) -> Option<usize> {
-    let free = || slots.iter().enumerate().filter(|(_, s)| s.active.is_none());
-    let (best, shared) = free()
-        .map(|(i, s)| (i, common_prefix(&s.cached, prompt)))
-        .max_by_key(|&(_, shared)| shared)?;
-    if shared > 0 && shared * 2 >= prompt.len() {
-        return Some(best);
+/// What placing a prompt looks at in a slot.
+struct SlotView<'a> {
+    cached: &'a [LlamaToken],
+    last_used: u64,
+    free: bool,
+}
+
+impl<'a> SlotView<'a> {
+    fn of(slot: &'a Slot) -> Self {
+        Self {
+            cached: &slot.cached,
+            last_used: slot.last_used,
+            free: slot.active.is_none(),
+        }
     }
-    free().min_by_key(|(_, s)| s.last_used).map(|(i, _)| i)
+}
+
+/// Where a new prompt goes, and which cached prefix it starts from.
+#[derive(Debug, PartialEq)]
+struct Placement {
+    /// The free slot that runs it.
+    slot: usize,
+    /// `(source slot, tokens)`: the source's first tokens (equal to the prompt's) are
+    /// shared into the slot's sequence instead of being prefilled again.
+    copy: Option<(usize, usize)>,
+}
+
+/// Places `prompt`. A free slot whose cached tokens the prompt repeats or continues
+/// (it keeps at least 90% of them: the same question, the next turn of a conversation)
+/// runs it in place. Otherwise the least recently used free slot (a never-used one
+/// first) runs it, so that the slots keep as many different prompts as they can, and
+/// starts from the longest prefix any slot, busy or free, holds: the system message and
+/// the chat template's header that every prompt shares are computed once, not per slot.
+fn place(slots: &[SlotView<'_>], prompt: &[LlamaToken]) -> Option<Placement> {
+    // at least one prompt token is decoded again, to get logits to sample from
+    let usable = prompt.len().saturating_sub(1);
+    let shared = |slot: &SlotView<'_>| common_prefix(slot.cached, prompt).min(usable);
+    let free = || slots.iter().enumerate().filter(|(_, s)| s.free);
+    let in_place = free()
+        .map(|(i, s)| (i, s, shared(s)))
+        .filter(|&(_, s, n)| n > 0 && n * 10 >= s.cached.len() * 9)
+        .max_by_key(|&(_, _, n)| n);
+    if let Some((slot, _, _)) = in_place {
+        return Some(Placement { slot, copy: None });
+    }
+    let (slot, target) = free().min_by_key(|(_, s)| s.last_used)?;
+    let own = shared(target);
+    let copy = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, shared(s)))
+        .max_by_key(|&(_, n)| n)
+        .filter(|&(source, n)| source != slot && n > own);
+    Some(Placement { slot, copy })
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -641,45 +700,64 @@ fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
 mod tests {
     use super::*;
 
-    fn slot(seq_id: i32, cached: &[i32], last_used: u64) -> Slot {
-        Slot {
-            seq_id,
-            cached: cached.iter().map(|&t| LlamaToken::new(t)).collect(),
-            active: None,
-            last_used,
-        }
-    }
-
     fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
         ids.iter().map(|&t| LlamaToken::new(t)).collect()
     }
 
+    /// Slots as `(cached tokens, last used, free)`.
+    fn place_in(slots: &[(&[i32], u64, bool)], prompt: &[i32]) -> Option<Placement> {
+        let cached = slots.iter().map(|s| tokens(s.0)).collect::<Vec<_>>();
+        let views = slots
+            .iter()
+            .zip(&cached)
+            .map(|(&(_, last_used, free), cached)| SlotView {
+                cached,
+                last_used,
+                free,
+            })
+            .collect::<Vec<_>>();
+        place(&views, &tokens(prompt))
+    }
+
+    fn placed(slot: usize, copy: Option<(usize, usize)>) -> Option<Placement> {
+        Some(Placement { slot, copy })
+    }
+
+    // tokens 1 and 2 stand for the system message, token 1 for the template's header
+    const A: &[i32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    const B: &[i32] = &[1, 20, 21, 22];
+
     #[test]
-    fn a_prompt_goes_to_the_slot_holding_most_of_it() {
-        let slots = [
-            slot(0, &[1, 2, 3, 4], 5),
-            slot(1, &[1, 2, 9], 1),
-            slot(2, &[], 0),
-        ];
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 4, 7])), Some(0));
+    fn a_repeated_or_continued_prompt_runs_in_its_slot() {
+        let slots = [(A, 5, true), (B, 1, true), (&[][..], 0, true)];
+        assert_eq!(place_in(&slots, A), placed(0, None));
+        let next_turn = [A, &[11, 12, 13]].concat();
+        assert_eq!(place_in(&slots, &next_turn), placed(0, None));
     }
 
     #[test]
-    fn a_shared_header_alone_does_not_evict_a_cached_prompt() {
-        // [1, 2] is the chat template's header: a new question takes the unused slot
-        let slots = [
-            slot(0, &[1, 2, 3, 4], 2),
-            slot(1, &[1, 2, 5, 6], 1),
-            slot(2, &[], 0),
-        ];
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7, 8, 9])), Some(2));
-        // once every slot was used, the least recently used one
-        let slots = [slot(0, &[1, 2, 3, 4], 2), slot(1, &[1, 2, 5, 6], 1)];
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7, 8, 9])), Some(1));
+    fn a_new_question_takes_the_oldest_slot_and_shares_the_common_prefix() {
+        // the unused slot 2 runs it, starting from the system message slot 0 holds
+        let slots = [(A, 5, true), (B, 1, true), (&[][..], 0, true)];
+        assert_eq!(place_in(&slots, &[1, 2, 30, 31]), placed(2, Some((0, 2))));
+        // every slot used: the least recently used one, sharing the longer prefix of
+        // another slot, or keeping its own when that is the longest
+        let slots = [(A, 5, true), (B, 1, true)];
+        assert_eq!(place_in(&slots, &[1, 2, 30, 31]), placed(1, Some((0, 2))));
+        let slots = [(A, 1, true), (B, 5, true)];
+        assert_eq!(place_in(&slots, &[1, 2, 30, 31]), placed(0, None));
+    }
+
+    #[test]
+    fn a_busy_slot_lends_its_prefix_but_does_not_run_the_prompt() {
+        let slots = [(A, 5, false), (&[][..], 0, true)];
+        assert_eq!(place_in(&slots, A), placed(1, Some((0, A.len() - 1))));
+        assert_eq!(place_in(&slots, &[1, 2, 3, 4, 40]), placed(1, Some((0, 4))));
     }
 
     #[test]
     fn no_free_slot_means_none() {
-        assert_eq!(choose_slot(&[], &tokens(&[1])), None);
+        assert_eq!(place_in(&[(A, 1, false)], A), None);
+        assert_eq!(place_in(&[], A), None);
     }
 }

@@ -198,3 +198,56 @@ async fn a_prompt_longer_than_the_context_fails_deterministically() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+/// Runs a job and returns its text and how many prompt tokens came from the cache.
+async fn run_counting_reuse(engine: &Engine, job: cauce_nats::wire::PromptJob) -> (String, u32) {
+    let mut handle = engine.submit(job).unwrap();
+    let mut reused = None;
+    let mut text = String::new();
+    while let Some(event) = handle.events.recv().await {
+        match event {
+            EngineEvent::Started { reused_tokens, .. } => reused = Some(reused_tokens),
+            EngineEvent::Delta(delta) => text.push_str(&delta),
+            EngineEvent::Done { .. } => break,
+            EngineEvent::Failed(err) => panic!("job failed: {err}"),
+        }
+    }
+    (text, reused.expect("a Started event"))
+}
+
+fn with_system(question: &str) -> cauce_nats::wire::PromptJob {
+    let mut job = job(question, greedy(12));
+    job.request.messages.insert(
+        0,
+        cauce_nats::wire::ChatMessage {
+            role: cauce_nats::wire::Role::System,
+            content: "You answer questions about rivers in one short sentence.".into(),
+        },
+    );
+    job
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_question_shares_the_system_message_another_slot_computed() {
+    let question = "What is the longest river in Africa?";
+    let fresh = engine(3);
+    let (alone, reused) = run_counting_reuse(&fresh, with_system(question)).await;
+    assert_eq!(reused, 0);
+    drop(fresh);
+
+    let engine = engine(3);
+    let (_, first) = run_counting_reuse(&engine, with_system("Where does the Danube start?")).await;
+    assert_eq!(first, 0);
+    // a free, never-used slot runs the next question, starting from the first slot's
+    // system message: the same greedy answer as without the shared cells
+    let (shared, reused) = run_counting_reuse(&engine, with_system(question)).await;
+    assert!(
+        reused > 10,
+        "the system message was not shared: {reused} tokens"
+    );
+    assert_eq!(shared, alone);
+    // and asked again, the whole prompt but its last token comes from the cache
+    let (again, reused) = run_counting_reuse(&engine, with_system(question)).await;
+    assert_eq!(again, alone);
+    assert!(reused > 20, "{reused}");
+}

@@ -110,6 +110,10 @@ struct LoadArgs {
     /// Prompts, one per line [default: built-in questions about the bundled docs]
     #[arg(long, env = "CAUCE_BENCH_PROMPTS")]
     prompts: Option<PathBuf>,
+    /// A system message sent before every prompt (HTTP targets), e.g. the one a
+    /// server's chat template would add, so that two servers decode the same prompt
+    #[arg(long, env = "CAUCE_BENCH_SYSTEM")]
+    system: Option<String>,
     /// Requests sent one at a time before the first level, not counted
     #[arg(long, env = "CAUCE_BENCH_WARMUP", default_value_t = 1)]
     warmup: u64,
@@ -236,6 +240,7 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         model: model.clone(),
         max_tokens: args.max_tokens,
         temperature: args.temperature,
+        system: args.system.clone(),
         seed_base: seed_base(),
         cauce_retrieval: (discovered.is_cauce && args.no_retrieval).then_some(false),
         timeout: args.timeout,

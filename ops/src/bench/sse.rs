@@ -18,6 +18,8 @@ pub struct HttpTarget {
     pub model: String,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// A system message before each prompt.
+    pub system: Option<String>,
     /// Added to each request's number to form its seed: a new base per run keeps
     /// cauce's answer cache from serving an earlier run's answers.
     pub seed_base: u64,
@@ -69,9 +71,14 @@ pub async fn discover(
 
 impl HttpTarget {
     fn body(&self, prompt: &str, number: u64) -> Value {
+        let user = json!({"role": "user", "content": prompt});
+        let messages = match &self.system {
+            Some(system) => json!([{"role": "system", "content": system}, user]),
+            None => json!([user]),
+        };
         let mut body = json!({
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
             "max_tokens": self.max_tokens,
@@ -207,6 +214,7 @@ mod tests {
             model: "m".into(),
             max_tokens: 16,
             temperature: 0.7,
+            system: None,
             seed_base: 10,
             cauce_retrieval,
             timeout: Duration::from_secs(1),
@@ -219,6 +227,20 @@ mod tests {
         assert_eq!(body["cauce"]["retrieval"], false);
         assert_eq!(body["seed"], 11);
         assert!(target(None).body("hi", 1).get("cauce").is_none());
+    }
+
+    #[test]
+    fn a_system_message_goes_first() {
+        let mut target = target(None);
+        assert_eq!(
+            target.body("hi", 1)["messages"].as_array().unwrap().len(),
+            1
+        );
+        target.system = Some("be brief".into());
+        let body = target.body("hi", 1);
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][0]["content"], "be brief");
+        assert_eq!(body["messages"][1]["content"], "hi");
     }
 
     #[tokio::test]
