@@ -31,7 +31,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Largest `max_tokens` a request may ask for.
     pub max_tokens_limit: u32,
-    /// How long to wait for JetStream to ack a question before answering 503.
+    /// How long a write that accepts a request (the question, a task record) is retried
+    /// until JetStream acks it, before answering 503.
     pub publish_timeout: Duration,
     /// How long a request may take from acceptance to its last event.
     pub request_timeout: Duration,

@@ -33,9 +33,8 @@ pub async fn publish_question(state: &Shared, request: &ChatRequest, cache: bool
             let ack = state
                 .js
                 .publish_with_headers(names::QUESTIONS_SUBJECT, headers.clone(), payload.clone())
-                .await
-                .map_err(|err| err.to_string())?;
-            ack.await.map(drop).map_err(|err| err.to_string())
+                .await?;
+            ack.await.map(drop)
         },
     )
     .await

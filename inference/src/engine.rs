@@ -346,7 +346,7 @@ impl Batcher<'_> {
         }
     }
 
-    /// Moves waiting jobs into free slots (see [`choose_slot`]).
+    /// Moves waiting jobs into free slots (see [`place`]).
     fn admit(&mut self) {
         while self.slots.iter().any(|s| s.active.is_none()) {
             let Some(sub) = self.waiting.pop_front() else {

@@ -39,9 +39,8 @@ use crate::engine::{Engine, EngineEvent};
 use crate::error::{Error, Result};
 use crate::service;
 
-/// How long a result write is retried (a results bucket electing a new leader) before
-/// it is given up with a warning.
-const RESULT_PUT_LIMIT: Duration = Duration::from_secs(10);
+/// How long a job whose result could not be stored waits before it is redelivered.
+const RESULT_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// Everything one worker needs.
 #[derive(Clone, Debug)]
@@ -438,7 +437,13 @@ async fn finish(
 ) {
     let mut result = result;
     result.finished_at_ms = now_ms();
-    put_result(shared, &result).await;
+    // a result that could not be stored would leave its task `running` for good: the
+    // job goes back to the queue and is answered again (the stream, if any, has its
+    // answer already and ignores the second attempt)
+    let ack = match (put_result(shared, &result).await, ack) {
+        (false, AckKind::Ack | AckKind::Term) => AckKind::Nak(Some(RESULT_RETRY_DELAY)),
+        (_, ack) => ack,
+    };
     let body = match &result.error {
         Some(error) => EventBody::Error {
             kind: error.kind,
@@ -588,18 +593,28 @@ async fn publish_fingerprint(
     }
 }
 
-/// Stores a result, retrying through a leader election of the results bucket.
-async fn put_result(shared: &Shared, result: &StoredResult) {
+/// Stores a result, retrying through a leader election of the results bucket for up to
+/// half the ack wait (so that JetStream does not redeliver the job meanwhile). Returns
+/// whether it was stored.
+async fn put_result(shared: &Shared, result: &StoredResult) -> bool {
     let key = names::request_key(&result.request_id);
+    let limit = shared.config.limits.inference_ack_wait / 2;
     match wire::encode_compressed(result) {
         Ok(payload) => {
-            let put = until_acked(RESULT_PUT_LIMIT, "storing the result", || {
+            let put = until_acked(limit, "storing the result", || {
                 shared.results.put(&key, payload.clone())
             });
-            if let Err(err) = put.await {
-                warn!(request_id = %result.request_id, error = %err, "storing the result failed");
+            match put.await {
+                Ok(_) => true,
+                Err(err) => {
+                    warn!(request_id = %result.request_id, error = %err, kind = err.kind(), "storing the result failed");
+                    false
+                }
             }
         }
-        Err(err) => warn!(request_id = %result.request_id, error = %err, "result encode failed"),
+        Err(err) => {
+            warn!(request_id = %result.request_id, error = %err, "result encode failed");
+            false
+        }
     }
 }

@@ -21,6 +21,31 @@ pub enum IdError {
     },
 }
 
+/// A JetStream write that was not stored (see [`crate::retry::until_acked`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotAcked {
+    /// Tried again and again until the time limit.
+    #[error("{what}: jetstream did not ack within {} ms (last attempt: {last})", .limit.as_millis())]
+    TimedOut {
+        what: &'static str,
+        limit: std::time::Duration,
+        last: String,
+    },
+    /// Refused for a reason another try cannot fix (too large, a wrong expected sequence).
+    #[error("{what}: jetstream refused it: {reason}")]
+    Refused { what: &'static str, reason: String },
+}
+
+impl NotAcked {
+    /// A stable label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NotAcked::TimedOut { .. } => "not_acked",
+            NotAcked::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// A payload that is not a valid message of the expected wire type.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {

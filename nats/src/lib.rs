@@ -23,6 +23,6 @@ pub mod wire;
 pub use async_nats;
 pub use connect::{Auth, ConnectOptions, connect};
 pub use ensure::{Action, Ensured, Limits, Retention, ensure, ensure_inference_consumer};
-pub use error::{Error, IdError, Result, WireError};
+pub use error::{Error, IdError, NotAcked, Result, WireError};
 pub use ids::{DocId, GatewayId, ModelName, RequestId};
-pub use retry::{NotAcked, until_acked};
+pub use retry::{Transient, until_acked};

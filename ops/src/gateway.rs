@@ -63,7 +63,7 @@ pub struct GatewayHttpArgs {
     /// How long a request may take from acceptance to its last token
     #[arg(long, env = "CAUCE_REQUEST_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// How long to wait for JetStream to ack a question before answering 503
+    /// How long a write that accepts a request (the question, a task record) is retried until JetStream acks it, before answering 503
     #[arg(long, env = "CAUCE_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub publish_timeout: Duration,
     /// On shutdown, how long running streams may go on
