@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use cauce_nats::{Limits, names};
-use procs::{Proc, chat_body, free_port, wait_healthy, wait_task};
+use procs::{Proc, chat_body, create_task, free_port, wait_healthy, wait_task};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -66,21 +66,6 @@ fn start_cluster(dir: &Path) -> Vec<Node> {
         });
     }
     nodes
-}
-
-async fn create_task(http: &reqwest::Client, port: u16, body: &Value) -> String {
-    // the gateway itself retries a publish while the stream elects a new leader, so
-    // the client sees no 503 however the node loss falls
-    let response = http
-        .post(format!("http://127.0.0.1:{port}/v1/tasks"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let task: Value = response.json().await.unwrap_or_default();
-    assert_eq!(status, 202, "{task}");
-    task["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,7 +134,9 @@ async fn a_three_node_cluster_loses_a_node_mid_run_and_every_request_completes()
     let first = wait_task(&http, port, &ids[0]).await;
     assert_eq!(first["status"], "done", "{first}");
 
-    // kill the node that leads QUESTIONS, as a crash would, with work in flight
+    // kill the node that leads QUESTIONS, as a crash would, with work in flight; the
+    // gateway retries its writes while the stream elects a new leader, so every
+    // request below is accepted (202) without the client retrying anything
     let leader = js
         .get_stream(names::QUESTIONS)
         .await
