@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_nats::jetstream;
 use cauce_nats::{Limits, names};
 use procs::{Proc, chat_body, create_task, free_port, wait_healthy, wait_task};
-use serde_json::Value;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
 const REQUESTS: usize = 20;
