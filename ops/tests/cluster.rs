@@ -67,6 +67,12 @@ fn start_cluster(dir: &Path) -> Vec<Node> {
     nodes
 }
 
+/// The server that leads the QUESTIONS stream now.
+async fn questions_leader(js: &jetstream::Context) -> Option<String> {
+    let mut stream = js.get_stream(names::QUESTIONS).await.unwrap();
+    stream.info().await.unwrap().cluster.clone()?.leader
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_three_node_cluster_loses_a_node_mid_run_and_every_request_completes() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,17 +142,7 @@ async fn a_three_node_cluster_loses_a_node_mid_run_and_every_request_completes()
     // kill the node that leads QUESTIONS, as a crash would, with work in flight; the
     // gateway retries its writes while the stream elects a new leader, so every
     // request below is accepted (202) without the client retrying anything
-    let leader = js
-        .get_stream(names::QUESTIONS)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .cluster
-        .clone()
-        .and_then(|c| c.leader)
-        .expect("QUESTIONS has a leader");
+    let leader = questions_leader(&js).await.expect("QUESTIONS has a leader");
     let victim = nodes
         .iter_mut()
         .find(|n| n.name == leader)
@@ -162,15 +158,7 @@ async fn a_three_node_cluster_loses_a_node_mid_run_and_every_request_completes()
         let task = wait_task(&http, port, id).await;
         assert_eq!(task["status"], "done", "{task}");
     }
-    let info = js
-        .get_stream(names::QUESTIONS)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
-    assert_ne!(info.cluster.and_then(|c| c.leader), Some(leader));
+    assert_ne!(questions_leader(&js).await, Some(leader));
 
     gateway.assert_running();
     inference.stop();
