@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &Limits::default()).await?;
+    cauce_nats::apply(&js, &Limits::default()).await?;
 
     let mut gateway = Command::new(std::env::current_exe()?)
         .args(["serve", &nats.url()])

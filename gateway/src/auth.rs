@@ -68,6 +68,25 @@ fn bearer(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The client's address: the rightmost entry of the trusted proxy's header when one is
+/// configured (what that proxy saw), else the peer address of the connection.
+fn client_address(request: &Request, trusted_header: Option<&str>) -> String {
+    let from_proxy = trusted_header
+        .and_then(|name| request.headers().get(name))
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').map(str::trim).find(|a| !a.is_empty()));
+    if let Some(address) = from_proxy {
+        return format!("addr:{address}");
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(
+            || "addr:unknown".to_string(),
+            |info| format!("addr:{}", info.0.ip()),
+        )
+}
+
 /// Checks the API key (when keys are configured) and the client's rate limit.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let key = bearer(&request)
@@ -82,15 +101,10 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             Some(_) => {}
         }
     }
+    // a key names the client only when keys are checked: a made-up token is no name
     let client = match &key {
-        Some(key) => fingerprint(key),
-        None => request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(
-                || "addr:unknown".to_string(),
-                |info| format!("addr:{}", info.0.ip()),
-            ),
+        Some(key) if state.api_keys.required() => fingerprint(key),
+        _ => client_address(&request, state.config.client_address_header.as_deref()),
     };
     if let Some(limiter) = &state.rate_limiter
         && let Err(retry_after) = limiter.check(&client)

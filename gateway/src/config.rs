@@ -27,6 +27,9 @@ pub struct GatewayConfig {
     pub max_backlog: u64,
     /// Per-client rate limit; `None` turns it off.
     pub rate_limit: Option<RateLimit>,
+    /// Header a trusted reverse proxy puts the client's address in (for example
+    /// `X-Forwarded-For`); without it the peer address names the client.
+    pub client_address_header: Option<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Largest `max_tokens` a request may ask for.
@@ -40,8 +43,10 @@ pub struct GatewayConfig {
     pub keep_alive: Duration,
     /// On shutdown, how long running streams may go on before they are cut.
     pub shutdown_grace: Duration,
-    /// How long `/readyz` and `/v1/models` gather answers from workers.
+    /// How long one discovery round of the worker view gathers answers from workers.
     pub discovery_wait: Duration,
+    /// How often the worker view behind `/readyz` and `/v1/models` is refreshed.
+    pub view_refresh: Duration,
     /// How long a `PROMPTS` backlog reading is reused before it is read again.
     pub backlog_refresh: Duration,
     /// A folder served read-only under `/docs/`, so that source links of documents
@@ -62,6 +67,7 @@ impl GatewayConfig {
                 per_second: 10.0,
                 burst: 40,
             }),
+            client_address_header: None,
             max_body_bytes: 1 << 20,
             max_tokens_limit: 4096,
             publish_timeout: Duration::from_secs(5),
@@ -69,6 +75,7 @@ impl GatewayConfig {
             keep_alive: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             discovery_wait: Duration::from_millis(300),
+            view_refresh: Duration::from_secs(2),
             backlog_refresh: Duration::from_millis(500),
             docs_dir: None,
         }
@@ -95,6 +102,7 @@ impl fmt::Debug for GatewayConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_backlog", &self.max_backlog)
             .field("rate_limit", &self.rate_limit)
+            .field("client_address_header", &self.client_address_header)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_tokens_limit", &self.max_tokens_limit)
             .field("publish_timeout", &self.publish_timeout)

@@ -52,6 +52,15 @@ pub enum Error {
         pending: u64,
         limit: u64,
     },
+    /// The question leaves too little of the server's `max_payload` for its passages.
+    #[error(
+        "the question is {bytes} bytes once encoded, the limit is {limit} bytes (the NATS \
+         server's max_payload less room for the retrieved passages): shorten the messages"
+    )]
+    QuestionTooLarge { bytes: usize, limit: usize },
+    /// JetStream refused the question for a reason another try cannot fix.
+    #[error("the queue refused the question and would refuse it again: {reason}")]
+    Refused { reason: String },
     /// JetStream did not ack the question: it is not queued.
     #[error("the question could not be queued: {reason}")]
     NotQueued { reason: String },
@@ -83,8 +92,13 @@ fn retry_secs(duration: &Duration) -> u64 {
 
 impl From<cauce_nats::NotAcked> for Error {
     fn from(err: cauce_nats::NotAcked) -> Self {
-        Error::NotQueued {
-            reason: err.to_string(),
+        match err {
+            cauce_nats::NotAcked::Refused { .. } => Error::Refused {
+                reason: err.to_string(),
+            },
+            cauce_nats::NotAcked::TimedOut { .. } => Error::NotQueued {
+                reason: err.to_string(),
+            },
         }
     }
 }
@@ -107,6 +121,8 @@ impl Error {
             Error::GatewayFull { .. } => "gateway_full",
             Error::BacklogFull { .. } => "backlog_full",
             Error::NotQueued { .. } => "not_queued",
+            Error::QuestionTooLarge { .. } => "question_too_large",
+            Error::Refused { .. } => "refused",
             Error::Nats { .. } => "nats",
             Error::Wire(wire) => wire.kind(),
             Error::Worker { kind, .. } => kind.as_str(),
@@ -137,7 +153,10 @@ impl Error {
             Error::Invalid { .. } | Error::InvalidJson(_) | Error::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTooLarge { .. } | Error::QuestionTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MissingApiKey | Error::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Error::NotFound { .. } | Error::UnknownRoute { .. } | Error::ModelNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -187,6 +206,7 @@ impl Error {
         match self {
             Error::Invalid { param, .. } => param.as_deref(),
             Error::ModelNotFound { .. } => Some("model"),
+            Error::QuestionTooLarge { .. } => Some("messages"),
             Error::Worker {
                 kind: ErrorKind::ContextOverflow,
                 ..

@@ -38,6 +38,7 @@ pub mod state;
 pub mod submit;
 pub mod telemetry;
 pub mod validate;
+pub mod view;
 
 pub use config::{GatewayConfig, RateLimit};
 pub use error::{Error, Result};

@@ -9,8 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::Subscriber;
-use async_nats::jetstream::kv;
-use cauce_nats::wire::{self, Event, FinishReason, Source, StoredResult};
+use cauce_nats::wire::{self, Event, FinishReason, Source};
 use cauce_nats::{ModelName, RequestId, names};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -48,7 +47,7 @@ pub struct Pending {
     guard: Option<CancelOnDrop>,
     deadline: Instant,
     timeout: Duration,
-    results: kv::Store,
+    results: cauce_nats::Results,
     stop: CancellationToken,
     queued: VecDeque<Step>,
     finished: bool,
@@ -215,8 +214,8 @@ impl Pending {
 
     /// Reads the whole answer from the results bucket after a gap.
     async fn recover(&mut self) {
-        let stored = match self.results.get(names::request_key(&self.id)).await {
-            Ok(Some(bytes)) => wire::decode_compressed::<StoredResult>(&bytes),
+        let stored = match self.results.get(&self.id).await {
+            Ok(Some(stored)) => Ok::<_, cauce_nats::Error>(stored),
             Ok(None) => {
                 tracing::warn!(request_id = %self.id, "gap in the events and no stored result to recover from");
                 return;

@@ -1,67 +1,83 @@
-//! Per-client rate limit: a token bucket per API key or address.
+//! Per-client rate limit: GCRA buckets (the `governor` crate) keyed by client.
 //!
-//! The buckets sit behind a plain mutex held for a few arithmetic operations and never
-//! across an `.await`; idle buckets are swept when the map grows.
+//! Who a client is (see [`crate::auth`]): its API key when keys are configured (only
+//! valid keys get this far), else its address — the peer address, or with
+//! `--client-address-header` the address a trusted proxy put in that header — never
+//! a token the client made up. Memory is bounded: idle buckets are dropped by
+//! [`RateLimiter::sweep`] from the gateway's upkeep task, and past [`MAX_CLIENTS`]
+//! buckets new clients share one overflow bucket until a sweep makes room.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
 use crate::config::RateLimit;
 
-/// Sweep full buckets once the map holds this many clients.
-const SWEEP_AT: usize = 10_000;
+/// Buckets kept at most; new clients past this share [`OVERFLOW`].
+pub const MAX_CLIENTS: usize = 100_000;
+/// The bucket of clients that found no room.
+const OVERFLOW: &str = "overflow";
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+/// GCRA buckets by client.
+pub struct RateLimiter {
+    buckets: Gcra<String, DefaultKeyedStateStore<String>, DefaultClock>,
+    max_clients: usize,
 }
 
-/// Token buckets by client.
-#[derive(Debug)]
-pub struct RateLimiter {
-    limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("clients", &self.buckets.len())
+            .finish()
+    }
 }
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_capacity(limit, MAX_CLIENTS)
+    }
+
+    fn with_capacity(limit: RateLimit, max_clients: usize) -> Self {
+        let burst = NonZeroU32::new(limit.burst.max(1)).expect("at least 1");
+        // a rate of zero lets only the burst through, then one request a minute
+        let period = if limit.per_second > 0.0 {
+            Duration::from_secs_f64(1.0 / limit.per_second)
+        } else {
+            Duration::from_secs(60)
+        };
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+            .expect("a positive period")
+            .allow_burst(burst);
         Self {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Gcra::keyed(quota),
+            max_clients,
         }
     }
 
-    /// Takes one token for `client`, or says how long until one is there.
+    /// Takes one request from `client`'s bucket, or says how long until it may send.
     pub fn check(&self, client: &str) -> Result<(), Duration> {
-        self.check_at(client, Instant::now())
+        let key = if self.buckets.len() >= self.max_clients {
+            OVERFLOW
+        } else {
+            client
+        };
+        self.buckets
+            .check_key(&key.to_string())
+            .map_err(|not_until| not_until.wait_time_from(self.buckets.clock().now()))
     }
 
-    fn check_at(&self, client: &str, now: Instant) -> Result<(), Duration> {
-        let burst = f64::from(self.limit.burst.max(1));
-        let rate = self.limit.per_second.max(0.0);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= SWEEP_AT {
-            buckets.retain(|_, b| {
-                b.tokens + rate * now.duration_since(b.updated).as_secs_f64() < burst
-            });
-        }
-        let bucket = buckets.entry(client.to_string()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
-        }
-        if rate <= 0.0 {
-            return Err(Duration::from_secs(60));
-        }
-        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+    /// Drops the buckets of clients that are back to a full burst (nothing to remember).
+    pub fn sweep(&self) {
+        self.buckets.retain_recent();
+        self.buckets.shrink_to_fit();
+    }
+
+    /// Buckets held now.
+    pub fn clients(&self) -> usize {
+        self.buckets.len()
     }
 }
 
@@ -75,23 +91,31 @@ mod tests {
             per_second: 2.0,
             burst: 3,
         });
-        let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.check_at("a", t0).is_ok());
+            assert!(limiter.check("a").is_ok());
         }
-        let wait = limiter.check_at("a", t0).unwrap_err();
+        let wait = limiter.check("a").unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(500),
             "{wait:?}"
         );
-        assert!(
-            limiter.check_at("b", t0).is_ok(),
-            "clients have their own buckets"
+        assert!(limiter.check("b").is_ok(), "clients have their own buckets");
+    }
+
+    #[test]
+    fn memory_is_bounded_whatever_the_number_of_clients() {
+        let limiter = RateLimiter::with_capacity(
+            RateLimit {
+                per_second: 1.0,
+                burst: 1,
+            },
+            100,
         );
-        assert!(
-            limiter
-                .check_at("a", t0 + Duration::from_millis(500))
-                .is_ok()
-        );
+        for i in 0..1000 {
+            let _ = limiter.check(&format!("client-{i}"));
+        }
+        assert!(limiter.clients() <= 101, "{}", limiter.clients());
+        // the clients past the bound share one bucket: all but the first are limited
+        assert!(limiter.check("one-more").is_err());
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::error::Result;
-use crate::state::Shared;
+use crate::state::{AppState, Shared};
 use crate::{routes, service, telemetry};
 
 /// Serves the gateway on `listener` until `cancel`, then shuts down gracefully.
@@ -32,6 +32,19 @@ pub async fn serve(
     let background = CancellationToken::new();
     let upkeep = tokio::spawn(telemetry::upkeep(metrics, background.clone()));
     let announcement = service::announce(state.clone(), background.clone()).await?;
+    let view = tokio::spawn(state.view.clone().keep_fresh(
+        state.client.clone(),
+        state.config.view_refresh,
+        state.config.discovery_wait,
+        background.clone(),
+    ));
+    let sweeper = tokio::spawn(sweep_rate_limits(state.clone(), background.clone()));
+    let dead_letters = tokio::spawn(cauce_nats::dead::notify(
+        state.js.clone(),
+        state.client.clone(),
+        state.results.clone(),
+        background.clone(),
+    ));
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // small SSE events must leave at once, not wait on Nagle for the client's ACK
@@ -56,7 +69,24 @@ pub async fn serve(
     state.stop_streams.cancel();
     background.cancel();
     let _ = announcement.await;
+    let _ = dead_letters.await;
+    let _ = view.await;
+    let _ = sweeper.await;
     upkeep.abort();
     tracing::info!(gateway = %state.config.id, "gateway stopped");
     Ok(outcome?)
+}
+
+/// Drops idle rate-limit buckets now and then, off the request path.
+async fn sweep_rate_limits(state: AppState, cancel: CancellationToken) {
+    let Some(limiter) = &state.rate_limiter else {
+        return;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => limiter.sweep(),
+        }
+    }
 }

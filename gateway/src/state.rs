@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_nats::Client;
 use async_nats::jetstream::{self, kv};
-use cauce_nats::names;
+use cauce_nats::{Results, names};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +13,7 @@ use crate::auth::ApiKeys;
 use crate::config::GatewayConfig;
 use crate::error::{Error, Result};
 use crate::ratelimit::RateLimiter;
+use crate::view::WorkerView;
 
 /// Shared by every handler; cheap to clone.
 pub type AppState = Arc<Shared>;
@@ -21,12 +22,14 @@ pub struct Shared {
     pub config: GatewayConfig,
     pub client: Client,
     pub js: jetstream::Context,
-    pub results: kv::Store,
+    pub results: Results,
     pub cancels: kv::Store,
     pub admission: Admission,
     pub rate_limiter: Option<RateLimiter>,
     pub api_keys: ApiKeys,
     pub metrics: PrometheusHandle,
+    /// Live workers and models, refreshed in the background.
+    pub view: WorkerView,
     /// Cancelled when shutdown starts: `/readyz` turns 503, new requests get 503.
     pub shutting_down: CancellationToken,
     /// Cancelled when the shutdown grace is over: running streams end.
@@ -41,7 +44,7 @@ impl Shared {
         shutting_down: CancellationToken,
     ) -> Result<Self> {
         let js = jetstream::new(client.clone());
-        let results = bucket(&js, names::RESULTS_BUCKET).await?;
+        let results = Results::new(bucket(&js, names::RESULTS_BUCKET).await?);
         let cancels = bucket(&js, names::CANCELS_BUCKET).await?;
         let admission = Admission::new(
             config.max_in_flight,
@@ -58,6 +61,7 @@ impl Shared {
             cancels,
             admission,
             metrics,
+            view: WorkerView::default(),
             stop_streams: CancellationToken::new(),
             shutting_down,
         })
@@ -67,6 +71,6 @@ impl Shared {
 async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store> {
     js.get_key_value(name).await.map_err(|err| Error::Nats {
         action: "open bucket",
-        reason: format!("{name}: {err} (run `cauce up` once to create the streams and buckets)"),
+        reason: format!("{name}: {err} (run `cauce nats apply` or `cauce up` once to create the streams and buckets)"),
     })
 }

@@ -22,7 +22,18 @@ use crate::telemetry::CANCELS;
 /// Publishes a validated question and waits for JetStream's ack.
 pub async fn publish_question(state: &Shared, request: &ChatRequest, cache: bool) -> Result<()> {
     let payload = wire::encode(request)?;
-    let mut headers = names::request_headers(&request.id);
+    let limit = state
+        .client
+        .server_info()
+        .max_payload
+        .saturating_sub(wire::PASSAGE_RESERVE_BYTES);
+    if payload.len() > limit {
+        return Err(Error::QuestionTooLarge {
+            bytes: payload.len(),
+            limit,
+        });
+    }
+    let mut headers = names::request_headers(&request.gateway, &request.id);
     if !cache {
         headers.insert(names::CACHE_HEADER, "off");
     }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_nats::service::ServiceExt;
 use cauce_nats::discovery::META_MODEL;
@@ -18,32 +19,17 @@ async fn readiness_needs_workers_and_metrics_are_exposed() {
     let health = h.http.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = readyz_after_round(&h, 1).await;
+    assert_eq!(status, 503);
     assert!(
         body["reason"].as_str().unwrap().contains("retrieval"),
         "{body}"
     );
 
-    let _retrieval = h
-        .client
-        .service_builder()
-        .start(service_name(WorkerKind::Retrieval), "0.1.0")
-        .await
-        .unwrap();
-    let _inference = h
-        .client
-        .service_builder()
-        .metadata(HashMap::from([(
-            META_MODEL.to_string(),
-            "tiny-model".to_string(),
-        )]))
-        .start(service_name(WorkerKind::Inference), "0.1.0")
-        .await
-        .unwrap();
-    let ready = h.http.get(h.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    let (_retrieval, _inference) = announce_workers(&h).await;
+    let seen = body["view"]["rounds"].as_u64().unwrap();
+    let (status, body) = readyz_after_round(&h, seen + 2).await;
+    assert_eq!(status, 200, "{body}");
 
     let models: Value = h
         .http
@@ -101,6 +87,71 @@ async fn readiness_needs_workers_and_metrics_are_exposed() {
             .unwrap()
             .starts_with("text/html")
     );
+}
+
+/// `/readyz` once the background view has made at least `rounds` rounds.
+async fn readyz_after_round(h: &Harness, rounds: u64) -> (u16, Value) {
+    for _ in 0..400 {
+        let response = h.http.get(h.url("/readyz")).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if body["view"]["rounds"].as_u64().unwrap() >= rounds {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the worker view never made {rounds} rounds");
+}
+
+/// Stands in for one retrieval and one inference worker (model `tiny-model`).
+async fn announce_workers(
+    h: &Harness,
+) -> (async_nats::service::Service, async_nats::service::Service) {
+    let retrieval = h
+        .client
+        .service_builder()
+        .start(service_name(WorkerKind::Retrieval), "0.1.0")
+        .await
+        .unwrap();
+    let inference = h
+        .client
+        .service_builder()
+        .metadata(HashMap::from([(
+            META_MODEL.to_string(),
+            "tiny-model".to_string(),
+        )]))
+        .start(service_name(WorkerKind::Inference), "0.1.0")
+        .await
+        .unwrap();
+    (retrieval, inference)
+}
+
+#[tokio::test]
+async fn readiness_and_models_answer_from_the_view_not_a_discovery_round_per_call() {
+    let mut config = config("gw-health4");
+    // one round at start and no other for the length of the test
+    config.view_refresh = Duration::from_secs(3600);
+    let h = start(config).await;
+    let (status, _) = readyz_after_round(&h, 1).await;
+    assert_eq!(status, 503);
+
+    let (_retrieval, _inference) = announce_workers(&h).await;
+    for _ in 0..20 {
+        let (status, body) = readyz_after_round(&h, 1).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["view"]["rounds"], 1, "{body}");
+        assert!(body["reason"].as_str().unwrap().contains("retrieval"));
+    }
+    let models: Value = h
+        .http
+        .get(h.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"], serde_json::json!([]), "{models}");
 }
 
 #[tokio::test]

@@ -92,6 +92,33 @@ async fn a_2_mb_body_is_413() {
 }
 
 #[tokio::test]
+async fn a_question_that_leaves_no_room_for_its_passages_is_413_at_once() {
+    let h = start(config("gw-err9")).await;
+    // under the 1 MiB body limit, over the server's max_payload less the passage room
+    let big = "a".repeat(1_000_000);
+    for path in ["/v1/chat/completions", "/v1/tasks"] {
+        let body = json!({"messages": [{"role": "user", "content": big}]});
+        let error = error_of(h.post(path, body).await, 413).await;
+        assert_eq!(error["code"], "question_too_large", "{error}");
+        assert_eq!(error["param"], "messages");
+        assert!(
+            error["message"].as_str().unwrap().contains("shorten"),
+            "{error}"
+        );
+    }
+    let info =
+        h.js.get_stream(cauce_nats::names::QUESTIONS)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+    assert_eq!(info, 0, "nothing reached the queue");
+}
+
+#[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let h = start(config("gw-err3")).await;
     let response = h.http.get(h.url("/v1/nothing")).send().await.unwrap();
@@ -236,7 +263,7 @@ async fn a_full_prompts_backlog_is_503() {
     config.backlog_refresh = Duration::ZERO;
     let h = start(config).await;
     let model = ModelName::default_model();
-    cauce_nats::ensure_inference_consumer(&h.js, &model, &cauce_nats::Limits::default())
+    cauce_nats::ensure_inference_consumer(&h.js, &model)
         .await
         .unwrap();
     for _ in 0..2 {

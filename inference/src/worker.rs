@@ -26,7 +26,7 @@ use cauce_nats::wire::{
     ResultStatus, StoredError, StoredResult, Timings, Usage, now_ms,
 };
 use cauce_nats::{
-    Limits, ModelName, RequestId, ensure, ensure_inference_consumer, names, until_acked,
+    ModelName, Need, RequestId, Results, Written, check, ensure_inference_consumer, names,
 };
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,7 +48,6 @@ pub struct WorkerConfig {
     /// The name the model is served under: its prompt subject and consumer.
     pub model: ModelName,
     pub engine: EngineConfig,
-    pub limits: Limits,
     /// How long running sequences may go on after shutdown starts.
     pub drain_timeout: Duration,
     /// Delay before a job that failed for a transient reason is tried again.
@@ -60,7 +59,6 @@ impl WorkerConfig {
         Self {
             model,
             engine,
-            limits: Limits::default(),
             drain_timeout: Duration::from_secs(30),
             retry_delay: Duration::from_secs(2),
         }
@@ -71,11 +69,13 @@ impl WorkerConfig {
 struct Shared {
     client: Client,
     engine: Engine,
-    results: kv::Store,
+    results: Results,
     cancels: kv::Store,
     cache: kv::Store,
     /// SHA-256 of the model file: answers are cached only under keys made with it.
     fingerprint: String,
+    /// The model consumer's settings, as the server holds them.
+    delivery: Delivery,
     config: WorkerConfig,
     /// Cancelled when the drain timeout is over: running jobs stop and are handed back.
     hand_back: CancellationToken,
@@ -84,8 +84,13 @@ struct Shared {
 /// Runs one inference worker until `cancel` fires and its jobs are drained.
 pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken) -> Result<()> {
     let js = jetstream::new(client.clone());
-    ensure(&js, &config.limits).await?;
-    ensure_inference_consumer(&js, &config.model, &config.limits).await?;
+    let limits = check(&js, Need::INFERENCE).await?;
+    let (_, consumer_config) = ensure_inference_consumer(&js, &config.model).await?;
+    let delivery = Delivery {
+        ack_wait: consumer_config.ack_wait,
+        max_deliveries: consumer_config.max_deliver,
+    };
+    info!(ack_wait = ?delivery.ack_wait, max_deliveries = delivery.max_deliveries, "consumer settings");
     let consumer: PullConsumer = js
         .get_stream(names::PROMPTS)
         .await
@@ -93,10 +98,7 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         .get_consumer(&names::inference_consumer(&config.model))
         .await
         .map_err(|e| Error::nats("get consumer", e))?;
-    let results = js
-        .get_key_value(names::RESULTS_BUCKET)
-        .await
-        .map_err(|e| Error::nats("open results", e))?;
+    let results = Results::open(&js).await?;
     let cancels = js
         .get_key_value(names::CANCELS_BUCKET)
         .await
@@ -122,7 +124,7 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         cache.clone(),
         config.model.clone(),
         fingerprint.clone(),
-        config.limits.cache.max_age,
+        limits.cache.max_age,
         cancel.clone(),
     ));
     let shared = Arc::new(Shared {
@@ -132,6 +134,7 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         cancels,
         cache,
         fingerprint,
+        delivery,
         hand_back: CancellationToken::new(),
         config,
     });
@@ -207,6 +210,20 @@ async fn pull_loop(
                 }
             }
         }
+    }
+}
+
+/// How the server redelivers a job: read from the consumer, never from a flag.
+#[derive(Clone, Copy, Debug)]
+struct Delivery {
+    ack_wait: Duration,
+    /// -1 when the consumer sets no bound.
+    max_deliveries: i64,
+}
+
+impl Delivery {
+    fn is_last(&self, attempt: u32) -> bool {
+        self.max_deliveries > 0 && i64::from(attempt) >= self.max_deliveries
     }
 }
 
@@ -297,6 +314,18 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         replay_of: request.replay_of.clone(),
     };
 
+    // subscribed before the bucket is read: a cancel sent in between is seen by one of them
+    let mut cancel_sub = match shared
+        .client
+        .subscribe(names::cancel_subject(&request.id))
+        .await
+    {
+        Ok(sub) => Some(sub),
+        Err(err) => {
+            warn!(request_id = %request.id, error = %err, "cannot subscribe to cancels");
+            None
+        }
+    };
     if matches!(shared.cancels.get(&key).await, Ok(Some(_))) {
         debug!(request_id = %request.id, "cancelled while queued; dropped");
         let result = StoredResult {
@@ -323,19 +352,14 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
     }
-    put_result(&shared, &StoredResult { ..base.clone() }).await;
+    if let Some(Written::Refused(current)) = put_result(&shared, &base).await {
+        // ended while queued (a task cancelled through the API, a dead letter)
+        debug!(request_id = %request.id, status = current.status.as_str(), "ended before it ran; dropped");
+        release_claim(&shared, cache_key.as_deref()).await;
+        let _ = message.ack().await;
+        return;
+    }
 
-    let mut cancel_sub = match shared
-        .client
-        .subscribe(names::cancel_subject(&request.id))
-        .await
-    {
-        Ok(sub) => Some(sub),
-        Err(err) => {
-            warn!(request_id = %request.id, error = %err, "cannot subscribe to cancels");
-            None
-        }
-    };
     let mut handle = match shared.engine.submit(job.clone()) {
         Ok(handle) => handle,
         Err(err) => {
@@ -346,8 +370,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             return;
         }
     };
-    let progress_every =
-        (shared.config.limits.inference_ack_wait / 3).max(Duration::from_millis(200));
+    let progress_every = (shared.delivery.ack_wait / 3).max(Duration::from_millis(200));
     let mut progress =
         tokio::time::interval_at(tokio::time::Instant::now() + progress_every, progress_every);
     let mut text = String::new();
@@ -441,7 +464,15 @@ async fn finish(
     // job goes back to the queue and is answered again (the stream, if any, has its
     // answer already and ignores the second attempt)
     let ack = match (put_result(shared, &result).await, ack) {
-        (false, AckKind::Ack | AckKind::Term) => AckKind::Nak(Some(RESULT_RETRY_DELAY)),
+        (None, AckKind::Ack | AckKind::Term) => AckKind::Nak(Some(RESULT_RETRY_DELAY)),
+        (Some(Written::Refused(current)), _) => {
+            // another writer ended the request first: its client was told by that writer
+            info!(request_id = %result.request_id, status = current.status.as_str(), "the request had ended; this answer is dropped");
+            if let Err(err) = message.ack().await {
+                warn!(request_id = %result.request_id, error = %err, "ack failed");
+            }
+            return;
+        }
         (_, ack) => ack,
     };
     let body = match &result.error {
@@ -472,7 +503,7 @@ async fn fail(
     err: Error,
     attempt: u32,
 ) {
-    let last_try = i64::from(attempt) >= shared.config.limits.max_deliveries;
+    let last_try = shared.delivery.is_last(attempt);
     if !err.is_deterministic() && !last_try {
         warn!(request_id = %base.request_id, attempt, error = %err, kind = err.kind(), "job failed; retrying later");
         let _ = message
@@ -593,28 +624,16 @@ async fn publish_fingerprint(
     }
 }
 
-/// Stores a result, retrying through a leader election of the results bucket for up to
-/// half the ack wait (so that JetStream does not redeliver the job meanwhile). Returns
-/// whether it was stored.
-async fn put_result(shared: &Shared, result: &StoredResult) -> bool {
-    let key = names::request_key(&result.request_id);
-    let limit = shared.config.limits.inference_ack_wait / 2;
-    match wire::encode_compressed(result) {
-        Ok(payload) => {
-            let put = until_acked(limit, "storing the result", || {
-                shared.results.put(&key, payload.clone())
-            });
-            match put.await {
-                Ok(_) => true,
-                Err(err) => {
-                    warn!(request_id = %result.request_id, error = %err, kind = err.kind(), "storing the result failed");
-                    false
-                }
-            }
-        }
+/// Moves the request's record forward to `result`, retrying through a leader election
+/// of the results bucket for up to half the ack wait (so that JetStream does not
+/// redeliver the job meanwhile). `None` when it could not be stored.
+async fn put_result(shared: &Shared, result: &StoredResult) -> Option<Written> {
+    let limit = shared.delivery.ack_wait / 2;
+    match shared.results.advance(result, limit).await {
+        Ok(written) => Some(written),
         Err(err) => {
-            warn!(request_id = %result.request_id, error = %err, "result encode failed");
-            false
+            warn!(request_id = %result.request_id, error = %err, kind = err.kind(), "storing the result failed");
+            None
         }
     }
 }

@@ -15,7 +15,7 @@ use common::*;
 async fn one_job_streams_ordered_deltas_and_the_text_equals_the_stored_result() {
     let server = nats();
     let client = server.client().await;
-    let _worker = spawn_worker(client.clone(), worker_config(2));
+    let _worker = spawn_worker(client.clone(), worker_config(2)).await;
     let job = job("What is the capital of France?", greedy(32));
     let mut events = publish(&client, &job).await;
     let events = events_until_end(&mut events).await;
@@ -61,7 +61,7 @@ async fn one_job_streams_ordered_deltas_and_the_text_equals_the_stored_result() 
 async fn a_cancel_mid_answer_frees_the_slot_for_the_next_job() {
     let server = nats();
     let client = server.client().await;
-    let _worker = spawn_worker(client.clone(), worker_config(1));
+    let _worker = spawn_worker(client.clone(), worker_config(1)).await;
     let long = Sampling {
         max_tokens: Some(600),
         temperature: Some(0.0),
@@ -112,7 +112,7 @@ async fn queued_cancels_and_expired_deadlines_are_answered_without_generating() 
     let server = nats();
     let client = server.client().await;
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &limits()).await.unwrap();
+    cauce_nats::apply(&js, &limits()).await.unwrap();
     let cancels = js.get_key_value(names::CANCELS_BUCKET).await.unwrap();
 
     let cancelled = job("What is the capital of France?", greedy(16));
@@ -124,7 +124,7 @@ async fn queued_cancels_and_expired_deadlines_are_answered_without_generating() 
     expired.request.deadline_ms = now_ms() - 1;
     let mut cancelled_events = publish(&client, &cancelled).await;
     let mut expired_events = publish(&client, &expired).await;
-    let _worker = spawn_worker(client.clone(), worker_config(2));
+    let _worker = spawn_worker(client.clone(), worker_config(2)).await;
 
     let events = events_until_end(&mut cancelled_events).await;
     assert_eq!(events.len(), 1, "no delta for a cancelled job: {events:?}");
@@ -154,7 +154,7 @@ async fn a_prompt_too_long_for_the_context_ends_with_an_error_not_redelivery() {
     let client = server.client().await;
     let mut config = worker_config(1);
     config.engine.ctx_per_slot = 64;
-    let _worker = spawn_worker(client.clone(), config);
+    let _worker = spawn_worker(client.clone(), config).await;
     let long = job(&"word ".repeat(300), greedy(8));
     let mut events = publish(&client, &long).await;
     let events = events_until_end(&mut events).await;
@@ -170,8 +170,8 @@ async fn a_prompt_too_long_for_the_context_ends_with_an_error_not_redelivery() {
 async fn two_workers_on_one_consumer_both_get_jobs() {
     let server = nats();
     let client = server.client().await;
-    let _a = spawn_worker(server.client().await, worker_config(1));
-    let _b = spawn_worker(server.client().await, worker_config(1));
+    let _a = spawn_worker(server.client().await, worker_config(1)).await;
+    let _b = spawn_worker(server.client().await, worker_config(1)).await;
     // wait until both announce themselves
     for _ in 0..200 {
         let live = discovery::discover(&client, WorkerKind::Inference, Duration::from_millis(200))
@@ -212,7 +212,7 @@ async fn two_workers_on_one_consumer_both_get_jobs() {
 async fn stop_strings_max_tokens_and_spanish_accents_arrive_intact_over_nats() {
     let server = nats();
     let client = server.client().await;
-    let _worker = spawn_worker(client.clone(), worker_config(3));
+    let _worker = spawn_worker(client.clone(), worker_config(3)).await;
     let question = "What is the capital of France?";
     let stopped = job(
         question,

@@ -14,7 +14,7 @@ type Result<T = ()> = anyhow::Result<T>;
 async fn setup() -> Result<(NatsServer, jetstream::Context)> {
     let nats = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
     let js = jetstream::new(nats.client().await);
-    cauce_nats::ensure(&js, &Limits::default()).await?;
+    cauce_nats::apply(&js, &Limits::default()).await?;
     Ok((nats, js))
 }
 

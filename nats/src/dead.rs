@@ -6,11 +6,33 @@
 //! advisories of cauce's consumers. An advisory names the stream sequence of the
 //! original message, which stays in `QUESTIONS` or `PROMPTS` until it ages out, so an
 //! operator can read it and replay it once the cause is fixed.
+//!
+//! Every accepted request ends visibly: [`notify`] (run by every gateway, sharing the
+//! durable consumer [`DEAD_NOTIFY_CONSUMER`](names::DEAD_NOTIFY_CONSUMER), so each dead
+//! letter is handled once and survives a gateway restart) reads the original message's
+//! headers (request id and owning gateway), moves the request's record to `failed`
+//! with a stable reason unless it has ended already, and only then publishes the
+//! `error` event to the reply subject, so a client still waiting learns how it ended.
 
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 use crate::error::WireError;
+use crate::ids::{GatewayId, ModelName, RequestId};
 use crate::names;
+use crate::results::{Results, Written};
+use crate::wire::{self, ErrorKind, Event, EventBody, ResultStatus, StoredError, StoredResult};
+
+/// The attempt number of the `error` event a dead letter sends: every delivery is over
+/// by then, so it is later than any attempt a relay has seen.
+pub const DEAD_LETTER_ATTEMPT: u32 = u32::MAX;
+/// How long one dead letter's record write is retried before it is handed back.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why a message became a dead letter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +124,203 @@ impl DeadLetter {
             reason,
             timestamp: advisory.timestamp,
         })
+    }
+}
+
+impl DeadReason {
+    /// The error a request that ended this way fails with.
+    pub fn error_kind(&self) -> ErrorKind {
+        match self {
+            DeadReason::MaxDeliveries { .. } => ErrorKind::DeliveriesExhausted,
+            DeadReason::Terminated { .. } => ErrorKind::Terminated,
+        }
+    }
+
+    fn client_message(&self, stream: &str) -> String {
+        let stage = if stream == names::PROMPTS {
+            "generating the answer"
+        } else {
+            "retrieving its context"
+        };
+        match self {
+            DeadReason::MaxDeliveries { deliveries } => format!(
+                "the request failed {deliveries} times while {stage} and was given up; \
+                 an operator can replay it (cauce replay --dead), or send it again"
+            ),
+            DeadReason::Terminated { .. } => format!(
+                "a worker gave the request up while {stage}; \
+                 an operator can inspect and replay it (cauce replay --dead)"
+            ),
+        }
+    }
+}
+
+/// Turns dead letters into `failed` records and `error` events until `cancel` fires.
+pub async fn notify(
+    js: jetstream::Context,
+    client: async_nats::Client,
+    results: Results,
+    cancel: CancellationToken,
+) {
+    loop {
+        let consumer: Result<jetstream::consumer::PullConsumer, _> = js
+            .get_consumer_from_stream(names::DEAD_NOTIFY_CONSUMER, names::DEAD)
+            .await;
+        let messages = match consumer {
+            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match messages {
+            Ok(mut messages) => loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => handle(&js, &client, &results, message).await,
+                    Some(Err(err)) => debug!(error = %err, "dead letters: pull"),
+                    None => break,
+                }
+            },
+            Err(err) => warn!(error = %err, "dead letters: cannot consume DEAD, retrying"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn handle(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    results: &Results,
+    message: jetstream::Message,
+) {
+    let ack = match end_request(js, client, results, &message).await {
+        Ok(()) => AckKind::Ack,
+        Err(err) => {
+            warn!(subject = %message.subject, error = %err, "dead letter not handled yet");
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    };
+    if let Err(err) = message.ack_with(ack).await {
+        debug!(error = %err, "dead letter ack");
+    }
+}
+
+/// Fails the request a dead letter points at, if it has not ended; an advisory that
+/// cannot be read or whose message is gone is logged and dropped.
+async fn end_request(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    results: &Results,
+    message: &jetstream::Message,
+) -> Result<(), String> {
+    let dead = match DeadLetter::parse(&message.subject, &message.payload) {
+        Ok(dead) => dead,
+        Err(err) => {
+            warn!(error = %err, "unreadable dead-letter advisory dropped");
+            return Ok(());
+        }
+    };
+    let Some((gateway, request_id)) = owner(js, &dead).await? else {
+        return Ok(());
+    };
+    let current = results.get(&request_id).await.map_err(|e| e.to_string())?;
+    if current.as_ref().is_some_and(|r| r.status.is_final()) {
+        debug!(request_id = %request_id, "dead letter of a request that has ended");
+        return Ok(());
+    }
+    let failed = failed_record(&dead, &request_id, current);
+    match results.advance(&failed, WRITE_LIMIT).await {
+        Ok(Written::Stored) => {}
+        Ok(Written::Refused(_)) => return Ok(()),
+        Err(err) => return Err(err.to_string()),
+    }
+    let error = failed.error.clone().expect("a failed record has its error");
+    info!(request_id = %request_id, reason = %dead.reason, stream = dead.stream, "dead letter: request failed");
+    let event = Event {
+        request_id: request_id.clone(),
+        attempt: DEAD_LETTER_ATTEMPT,
+        seq: 0,
+        body: EventBody::Error {
+            kind: error.kind,
+            message: error.message,
+        },
+    };
+    let payload = wire::encode(&event).map_err(|e| e.to_string())?;
+    client
+        .publish(names::events_subject(&gateway, &request_id), payload)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The gateway and request a dead letter's original message belongs to, from its
+/// headers; `None` when the message is gone or carries no such headers.
+async fn owner(
+    js: &jetstream::Context,
+    dead: &DeadLetter,
+) -> Result<Option<(GatewayId, RequestId)>, String> {
+    let stream = js
+        .get_stream_no_info(&dead.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let original = match stream.get_raw_message(dead.stream_seq).await {
+        Ok(original) => original,
+        Err(err) => {
+            warn!(stream = dead.stream, seq = dead.stream_seq, error = %err, "dead letter's message is gone");
+            return Ok(None);
+        }
+    };
+    let header = |name: &str| original.headers.get(name).map(|v| v.as_str().to_string());
+    let ids = header(names::GATEWAY_HEADER)
+        .zip(header(names::REQUEST_ID_HEADER))
+        .and_then(|(gateway, request)| {
+            Some((
+                GatewayId::parse(&gateway).ok()?,
+                RequestId::parse(&request).ok()?,
+            ))
+        });
+    if ids.is_none() {
+        warn!(
+            stream = dead.stream,
+            seq = dead.stream_seq,
+            "dead letter without request headers"
+        );
+    }
+    Ok(ids)
+}
+
+fn failed_record(
+    dead: &DeadLetter,
+    request_id: &RequestId,
+    current: Option<StoredResult>,
+) -> StoredResult {
+    let error = StoredError {
+        kind: dead.reason.error_kind(),
+        message: dead.reason.client_message(&dead.stream),
+    };
+    let base = current.unwrap_or_else(|| StoredResult {
+        request_id: request_id.clone(),
+        model: ModelName::default_model(),
+        status: ResultStatus::Queued,
+        text: String::new(),
+        finish_reason: None,
+        usage: Default::default(),
+        timings: Default::default(),
+        sources: Vec::new(),
+        error: None,
+        attempt: 0,
+        created_at_ms: wire::now_ms(),
+        finished_at_ms: 0,
+        replay_of: None,
+    });
+    StoredResult {
+        status: ResultStatus::Failed,
+        error: Some(error),
+        finished_at_ms: wire::now_ms(),
+        ..base
     }
 }
 

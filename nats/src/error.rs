@@ -108,6 +108,12 @@ pub enum Error {
         found: String,
         wanted: String,
     },
+    /// A stream, consumer or bucket this process needs has not been set up.
+    #[error(
+        "{object} does not exist; set up cauce's NATS objects first with \
+         `cauce nats apply` (or `cauce up`)"
+    )]
+    Missing { object: String },
     /// JetStream refused or failed an administrative request.
     #[error("jetstream {action} of {object} failed: {source}")]
     JetStream {
@@ -146,6 +152,7 @@ impl Error {
             Error::Id(_) => "invalid_id",
             Error::Wire(wire) => wire.kind(),
             Error::Conflict { .. } => "nats_conflict",
+            Error::Missing { .. } => "nats_missing",
             Error::JetStream { .. } => "jetstream",
             Error::Nats { .. } => "nats",
             Error::Connect { .. } => "nats_connect",

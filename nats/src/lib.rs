@@ -1,7 +1,7 @@
 //! `cauce-nats` is the one place that knows NATS: the names of every subject, stream,
 //! consumer and bucket ([`names`]), the typed ids that go into them ([`ids`]), the
 //! versioned JSON wire types ([`wire`]), the idempotent setup of JetStream objects
-//! ([`ensure()`]), how a process connects ([`connect()`]), and how a local
+//! ([`apply()`] by the one owner step, [`check()`] by everyone else), how a process connects ([`connect()`]), and how a local
 //! `nats-server` is run ([`server`], and [`testkit`] for tests).
 //!
 //! It does not know HTTP, search or models: the component crates use these types and
@@ -14,6 +14,7 @@ pub mod ensure;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod results;
 pub mod retry;
 pub mod server;
 #[cfg(feature = "testkit")]
@@ -22,7 +23,10 @@ pub mod wire;
 
 pub use async_nats;
 pub use connect::{Auth, ConnectOptions, connect};
-pub use ensure::{Action, Ensured, Limits, Retention, ensure, ensure_inference_consumer};
+pub use ensure::{
+    Action, Ensured, Limits, Need, Retention, apply, check, ensure_inference_consumer, read,
+};
 pub use error::{Error, IdError, NotAcked, Result, WireError};
 pub use ids::{DocId, GatewayId, ModelName, RequestId};
+pub use results::{Results, Written};
 pub use retry::{Transient, until_acked};

@@ -31,6 +31,10 @@ pub const MAX_DELIVERIES_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MA
 /// Prefix of the advisory JetStream sends when a consumer terminates a message.
 pub const MSG_TERMINATED_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.";
 
+/// Durable consumer of [`DEAD`] that the gateways share: each dead letter is turned once
+/// into an `error` event and a `failed` record.
+pub const DEAD_NOTIFY_CONSUMER: &str = "notify";
+
 /// The advisory subjects [`DEAD`] captures: both kinds, for the consumers of
 /// [`QUESTIONS`] and [`PROMPTS`] only.
 pub fn dead_letter_subjects() -> Vec<String> {
@@ -52,6 +56,9 @@ pub const CANCELS_BUCKET: &str = "cauce-cancels";
 
 /// Header carrying the request id through every hop, so one grep follows a request.
 pub const REQUEST_ID_HEADER: &str = "Cauce-Request-Id";
+/// Header naming the gateway that owns a request: with the request id it is all a dead
+/// letter needs to reach the client (an advisory names only the stream sequence).
+pub const GATEWAY_HEADER: &str = "Cauce-Gateway";
 
 /// Header of a question: `off` keeps its answer out of the response cache.
 pub const CACHE_HEADER: &str = "Cauce-Cache";
@@ -69,6 +76,11 @@ pub fn prompt_subject(model: &ModelName) -> String {
 /// Name of the durable pull consumer that the inference workers of `model` share.
 pub fn inference_consumer(model: &ModelName) -> String {
     format!("inference-{model}")
+}
+
+/// The model whose inference consumer is called `name`, if it is one.
+pub fn model_of_inference_consumer(name: &str) -> Option<ModelName> {
+    ModelName::parse(name.strip_prefix("inference-")?).ok()
 }
 
 /// Subject one document's versions and tombstone are published to.
@@ -116,11 +128,12 @@ pub fn bucket_stream(bucket: &str) -> String {
 }
 
 /// Headers of a publish that belongs to one request: `Nats-Msg-Id` (so JetStream drops a
-/// repeated publish of it inside the duplicate window) and the request id header.
-pub fn request_headers(request: &RequestId) -> async_nats::HeaderMap {
+/// repeated publish of it inside the duplicate window), the request id and its gateway.
+pub fn request_headers(gateway: &GatewayId, request: &RequestId) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, request.as_str());
     headers.insert(REQUEST_ID_HEADER, request.as_str());
+    headers.insert(GATEWAY_HEADER, gateway.as_str());
     headers
 }
 

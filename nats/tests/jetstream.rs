@@ -1,10 +1,12 @@
-//! `ensure`, deduplication, redelivery and restarts against a real nats-server.
+//! `apply` and `check`, deduplication, redelivery and restarts against a real nats-server.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::StorageType};
 use cauce_nats::testkit::NatsServer;
-use cauce_nats::{Action, Error, Limits, ModelName, ensure, ensure_inference_consumer, names};
+use cauce_nats::{
+    Action, Error, Limits, ModelName, Need, apply, check, ensure_inference_consumer, names, read,
+};
 use futures::StreamExt;
 
 type Result<T = ()> = std::result::Result<T, async_nats::Error>;
@@ -14,12 +16,12 @@ fn server() -> NatsServer {
 }
 
 #[tokio::test]
-async fn ensure_twice_changes_nothing() -> Result {
+async fn apply_twice_changes_nothing() -> Result {
     let nats = server();
     let js = jetstream::new(nats.client().await);
     let limits = Limits::default();
 
-    let first = ensure(&js, &limits).await?;
+    let first = apply(&js, &limits).await?;
     assert!(
         first.iter().all(|e| e.action == Action::Created),
         "{first:?}"
@@ -36,10 +38,11 @@ async fn ensure_twice_changes_nothing() -> Result {
             "bucket cauce-cache",
             "bucket cauce-cancels",
             "stream DEAD",
+            "consumer DEAD/notify",
         ]
     );
 
-    let second = ensure(&js, &limits).await?;
+    let second = apply(&js, &limits).await?;
     assert!(
         second.iter().all(|e| e.action == Action::Unchanged),
         "{second:?}"
@@ -47,17 +50,65 @@ async fn ensure_twice_changes_nothing() -> Result {
 
     let model = ModelName::parse("smollm2")?;
     assert_eq!(
-        ensure_inference_consumer(&js, &model, &limits)
-            .await?
-            .action,
+        ensure_inference_consumer(&js, &model).await?.0.action,
         Action::Created
     );
     assert_eq!(
-        ensure_inference_consumer(&js, &model, &limits)
-            .await?
-            .action,
+        ensure_inference_consumer(&js, &model).await?.0.action,
         Action::Unchanged
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn check_changes_nothing_and_reads_what_apply_set() -> Result {
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    let err = check(&js, Need::INGEST).await.unwrap_err();
+    assert_eq!(err.kind(), "nats_missing");
+    assert!(
+        err.to_string().contains("stream DOCS") && err.to_string().contains("cauce nats apply"),
+        "{err}"
+    );
+
+    let mut custom = Limits {
+        retrieval_ack_wait: Duration::from_secs(10),
+        inference_ack_wait: Duration::from_secs(4),
+        max_deliveries: 9,
+        ..Limits::default()
+    };
+    custom.questions.max_age = Duration::from_secs(24 * 3600);
+    apply(&js, &custom).await?;
+
+    for needs in [
+        Need::GATEWAY,
+        Need::RETRIEVAL,
+        Need::INFERENCE,
+        Need::INGEST,
+        Need::CACHE,
+    ] {
+        assert_eq!(check(&js, needs).await?, custom);
+    }
+    assert_eq!(read(&js).await?, custom);
+
+    // a model's consumer made later takes the recorded settings, not the defaults
+    let model = ModelName::parse("smollm2")?;
+    let (_, config) = ensure_inference_consumer(&js, &model).await?;
+    assert_eq!(config.ack_wait, Duration::from_secs(4));
+    assert_eq!(config.max_deliver, 9);
+
+    // apply updates the consumers of every model
+    let mut changed = custom.clone();
+    changed.inference_ack_wait = Duration::from_secs(6);
+    let report = apply(&js, &changed).await?;
+    let action = |object: &str| report.iter().find(|e| e.object == object).unwrap().action;
+    assert_eq!(
+        action("consumer PROMPTS/inference-smollm2"),
+        Action::Updated
+    );
+    let (_, config) = ensure_inference_consumer(&js, &model).await?;
+    assert_eq!(config.ack_wait, Duration::from_secs(6));
+    assert_eq!(read(&js).await?, changed);
     Ok(())
 }
 
@@ -65,13 +116,13 @@ async fn ensure_twice_changes_nothing() -> Result {
 async fn changed_limits_update_in_place() -> Result {
     let nats = server();
     let js = jetstream::new(nats.client().await);
-    ensure(&js, &Limits::default()).await?;
+    apply(&js, &Limits::default()).await?;
 
     let mut limits = Limits::default();
     limits.questions.max_age = Duration::from_secs(3600);
     limits.retrieval_ack_wait = Duration::from_secs(5);
     limits.results.max_age = Duration::from_secs(600);
-    let report = ensure(&js, &limits).await?;
+    let report = apply(&js, &limits).await?;
     let action = |object: &str| report.iter().find(|e| e.object == object).unwrap().action;
     assert_eq!(action("stream QUESTIONS"), Action::Updated);
     assert_eq!(action("consumer QUESTIONS/retrieval"), Action::Updated);
@@ -101,7 +152,7 @@ async fn conflicting_stream_is_reported_by_object_and_field() -> Result {
     })
     .await?;
 
-    let err = ensure(&js, &Limits::default()).await.unwrap_err();
+    let err = apply(&js, &Limits::default()).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -125,7 +176,7 @@ async fn conflicting_stream_is_reported_by_object_and_field() -> Result {
 async fn same_msg_id_inside_the_duplicate_window_is_stored_once() -> Result {
     let nats = server();
     let js = jetstream::new(nats.client().await);
-    ensure(&js, &Limits::default()).await?;
+    apply(&js, &Limits::default()).await?;
 
     for payload in ["first", "second"] {
         let mut headers = async_nats::HeaderMap::new();
@@ -155,7 +206,7 @@ async fn unacked_message_is_redelivered_with_its_delivery_count() -> Result {
         retrieval_ack_wait: Duration::from_secs(1),
         ..Limits::default()
     };
-    ensure(&js, &limits).await?;
+    apply(&js, &limits).await?;
     js.publish(names::QUESTIONS_SUBJECT, "q".into())
         .await?
         .await?;
@@ -201,7 +252,7 @@ async fn restart_keeps_jetstream_data_and_clients_reconnect() -> Result {
     let mut nats = server();
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
-    ensure(&js, &Limits::default()).await?;
+    apply(&js, &Limits::default()).await?;
     js.publish(names::QUESTIONS_SUBJECT, "before".into())
         .await?
         .await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cauce_nats::async_nats::jetstream;
 use cauce_nats::wire::{self, CacheValue};
-use cauce_nats::{connect, ensure, names};
+use cauce_nats::{Need, connect, names};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
@@ -51,9 +51,7 @@ enum CacheAction {
 pub async fn run(command: CacheCommand) -> anyhow::Result<()> {
     let client = connect(&command.nats.connect_options("cauce-cache")?).await?;
     let js = jetstream::new(client.clone());
-    ensure(&js, &command.limits.limits())
-        .await
-        .context("setting up streams and buckets")?;
+    command.limits.check(&js, Need::CACHE).await?;
     let kv = js
         .get_key_value(names::CACHE_BUCKET)
         .await

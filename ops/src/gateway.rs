@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cauce_gateway::{GatewayConfig, RateLimit};
-use cauce_nats::{GatewayId, ModelName, connect, ensure};
+use cauce_nats::{GatewayId, ModelName, Need, connect};
 use clap::Args;
 
 use crate::cli::{LimitsArgs, NatsArgs};
@@ -51,12 +51,17 @@ pub struct GatewayHttpArgs {
     /// Prompt jobs waiting for a model beyond which new requests get 503
     #[arg(long, env = "CAUCE_MAX_BACKLOG", default_value_t = 1000)]
     pub max_backlog: u64,
-    /// Requests per second per client (API key or address); 0 turns the limit off
+    /// Requests per second per client (its API key when keys are configured, else its
+    /// address); 0 turns the limit off
     #[arg(long, env = "CAUCE_RATE_LIMIT", default_value_t = 10.0)]
     pub rate_limit: f64,
     /// Burst of requests a client may send at once
     #[arg(long, env = "CAUCE_RATE_BURST", default_value_t = 40)]
     pub rate_burst: u32,
+    /// Header in which a trusted reverse proxy passes the client's address (for example
+    /// X-Forwarded-For; its rightmost entry is used); without it the peer address is
+    #[arg(long, env = "CAUCE_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
     /// Largest request body in bytes
     #[arg(long, env = "CAUCE_MAX_BODY", default_value_t = 1 << 20)]
     pub max_body: usize,
@@ -117,6 +122,7 @@ impl GatewayHttpArgs {
             max_in_flight: self.max_in_flight.max(1),
             max_backlog: self.max_backlog,
             rate_limit,
+            client_address_header: self.client_address_header.clone(),
             max_body_bytes: self.max_body,
             request_timeout: self.request_timeout,
             publish_timeout: self.publish_timeout,
@@ -136,9 +142,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     )
     .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
-    ensure(&js, &args.limits.limits())
-        .await
-        .context("setting up streams and buckets")?;
+    args.limits.check(&js, Need::GATEWAY).await?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address}"))?;

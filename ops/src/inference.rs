@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cauce_inference::{EngineConfig, WorkerConfig, default_model_path};
-use cauce_nats::{ModelName, connect};
+use cauce_nats::{ModelName, Need, connect};
 use clap::Args;
 use tracing::info;
 
@@ -39,11 +39,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn worker_config(
-        &self,
-        home: &HomeArgs,
-        limits: &LimitsArgs,
-    ) -> anyhow::Result<WorkerConfig> {
+    pub fn worker_config(&self, home: &HomeArgs) -> anyhow::Result<WorkerConfig> {
         let model_path = match &self.model {
             Some(path) => path.clone(),
             None => default_model_path(&home.dir()?),
@@ -56,9 +52,7 @@ impl ModelArgs {
             batch_size: self.batch_size,
             n_gpu_layers: self.n_gpu_layers,
         };
-        let mut config = WorkerConfig::new(self.model_name.clone(), engine);
-        config.limits = limits.limits();
-        Ok(config)
+        Ok(WorkerConfig::new(self.model_name.clone(), engine))
     }
 }
 
@@ -75,7 +69,7 @@ pub struct InferenceArgs {
 }
 
 pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
-    let config = args.model.worker_config(&args.home, &args.limits)?;
+    let config = args.model.worker_config(&args.home)?;
     info!(?config, nats_url = %args.nats.nats_url, "cauce inference");
     let client = connect(
         &args
@@ -83,6 +77,8 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
             .connect_options(&format!("cauce-inference {}", config.model))?,
     )
     .await?;
+    let js = cauce_nats::async_nats::jetstream::new(client.clone());
+    args.limits.check(&js, Need::INFERENCE).await?;
     let cancel = signals::shutdown_token()?;
     cauce_inference::run(config, client.clone(), cancel)
         .await

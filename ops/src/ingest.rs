@@ -5,9 +5,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use cauce_ingest::{ChunkOptions, IngestOptions, ProgressMode};
-use cauce_nats::{connect, ensure};
+use cauce_nats::{Need, connect};
 use clap::Args;
 use tracing::info;
 
@@ -59,9 +58,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     info!(?options, nats_url = %args.nats.nats_url, "cauce ingest");
     let client = connect(&args.nats.connect_options("cauce-ingest")?).await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
-    ensure(&js, &args.limits.limits())
-        .await
-        .context("setting up the NATS streams")?;
+    args.limits.check(&js, Need::INGEST).await?;
 
     let cancel = crate::signals::shutdown_token()?;
     let summary = cauce_ingest::run(options, &js, &cancel).await?;

@@ -14,6 +14,7 @@ mod inference;
 mod ingest;
 mod local_nats;
 mod logging;
+mod nats;
 mod replay;
 mod retrieval;
 mod signals;
@@ -53,11 +54,17 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Inspect or clear the response cache.
     Cache(cache::CacheCommand),
+    /// Create or change cauce's NATS streams, consumers and buckets (the one step that
+    /// does), or show the limits they have.
+    Nats(nats::NatsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let tool = matches!(cli.command, Command::Status(_) | Command::Replay(_));
+    let tool = matches!(
+        cli.command,
+        Command::Status(_) | Command::Replay(_) | Command::Nats(_)
+    );
     logging::init(if tool { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Cache(args) => cache::run(args).await,
+            Command::Nats(args) => nats::run(args).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Retrieval(args) => retrieval::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,

@@ -417,7 +417,7 @@ pub async fn replay_all(
         let events = client
             .subscribe(names::events_subject(&request.gateway, &request.id))
             .await?;
-        let mut headers = names::request_headers(&request.id);
+        let mut headers = names::request_headers(&request.gateway, &request.id);
         // a replay re-runs the model: a cached answer would only repeat the original
         headers.insert(names::CACHE_HEADER, "off");
         js.publish_with_headers(names::QUESTIONS_SUBJECT, headers, wire::encode(&request)?)

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use cauce_nats::connect;
+use cauce_nats::{Need, connect};
 use cauce_retrieval::{Language, WorkerConfig};
 use clap::Args;
 use tracing::info;
@@ -48,7 +48,6 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     };
     let mut config = WorkerConfig::new(index_dir);
     config.language = args.language;
-    config.limits = args.limits.limits();
     config.max_top_k = args.max_top_k;
     config.context_budget_chars = args.context_budget;
     config.concurrency = args.concurrency;
@@ -56,6 +55,8 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     info!(?config, nats_url = %args.nats.nats_url, "cauce retrieval");
 
     let client = connect(&args.nats.connect_options("cauce-retrieval")?).await?;
+    let js = cauce_nats::async_nats::jetstream::new(client.clone());
+    args.limits.check(&js, Need::RETRIEVAL).await?;
     let cancel = signals::shutdown_token()?;
     cauce_retrieval::run(config, client.clone(), cancel).await?;
     client.drain().await.ok();

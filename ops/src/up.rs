@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cauce_ingest::{IngestOptions, ProgressMode};
 use cauce_nats::async_nats::jetstream;
-use cauce_nats::{Action, connect, ensure, names};
+use cauce_nats::{connect, names};
 use cauce_retrieval::Language;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -53,11 +53,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let home = args.home.dir()?;
     std::fs::create_dir_all(&home)
         .with_context(|| format!("creating the cauce home directory {}", home.display()))?;
-    let limits = args.limits.limits();
-    let inference_config = args.model.worker_config(&args.home, &args.limits)?;
+    let inference_config = args.model.worker_config(&args.home)?;
     let mut gateway_config = args.http.config()?;
     let address = args.http.address()?;
-    info!(home = %home.display(), nats_url = %args.nats.nats_url, ?limits, "cauce up");
+    info!(home = %home.display(), nats_url = %args.nats.nats_url, "cauce up");
 
     let nats_url = args.nats.nats_url.clone();
     let nats_home = home.clone();
@@ -68,14 +67,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let client = connect(&args.nats.connect_options("cauce-up")?).await?;
     let js = jetstream::new(client.clone());
-    for ensured in ensure(&js, &limits)
-        .await
-        .context("setting up streams and buckets")?
-    {
-        if ensured.action != Action::Unchanged {
-            info!(object = %ensured.object, action = ?ensured.action, "jetstream");
-        }
-    }
+    let limits = args.limits.apply(&js).await?;
+    info!(?limits, "nats objects");
     let docs_dir = ingest_bundled_docs(&js, &home, args.docs.as_deref(), &shutdown).await?;
     gateway_config.docs_dir = Some(docs_dir);
 
@@ -90,7 +83,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut retrieval_config =
         cauce_retrieval::WorkerConfig::new(cauce_retrieval::default_dir(&home, args.language));
     retrieval_config.language = args.language;
-    retrieval_config.limits = limits.clone();
     args.cache.apply(&mut retrieval_config);
     let retrieval = tokio::spawn(watch(
         failed.clone(),

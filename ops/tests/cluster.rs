@@ -108,7 +108,7 @@ async fn a_three_node_cluster_loses_a_node_mid_run_and_every_request_completes()
     // the cluster elects its JetStream meta leader first
     let mut ensured = Err(None);
     for _ in 0..120 {
-        match cauce_nats::ensure(&js, &limits).await {
+        match cauce_nats::apply(&js, &limits).await {
             Ok(report) => {
                 ensured = Ok(report);
                 break;
@@ -121,7 +121,14 @@ async fn a_three_node_cluster_loses_a_node_mid_run_and_every_request_completes()
     let questions = js.get_stream(names::QUESTIONS).await.unwrap();
     assert_eq!(questions.cached_info().config.num_replicas, 3);
 
-    let flags = ["--replicas", "3", "--ack-wait", "5s"];
+    let flags = [
+        "--replicas",
+        "3",
+        "--retrieval-ack-wait",
+        "5s",
+        "--inference-ack-wait",
+        "5s",
+    ];
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
     let http = reqwest::Client::new();

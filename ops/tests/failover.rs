@@ -24,7 +24,7 @@ fn worker(url: &str) -> Child {
             "1",
             "--ctx-size",
             "1024",
-            "--ack-wait",
+            "--inference-ack-wait",
             "3s",
         ])
         .arg("--model")
@@ -51,7 +51,7 @@ async fn a_killed_worker_s_job_is_redelivered_and_completed_by_another() {
         inference_ack_wait: Duration::from_secs(3),
         ..Limits::default()
     };
-    cauce_nats::ensure(&js, &limits).await.unwrap();
+    cauce_nats::apply(&js, &limits).await.unwrap();
 
     let now = now_ms();
     let job = PromptJob {

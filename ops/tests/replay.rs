@@ -51,7 +51,7 @@ async fn queued_requests_are_answered_in_order_replayed_identically_and_dead_let
     let url = server.url();
     let client = server.client().await;
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &Limits::default()).await.unwrap();
+    cauce_nats::apply(&js, &Limits::default()).await.unwrap();
     let home = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
 

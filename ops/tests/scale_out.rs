@@ -22,7 +22,7 @@ async fn fifty_requests_through_two_gateways_are_shared_by_two_inference_workers
     let server = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
     let url = server.url();
     let client = server.client().await;
-    cauce_nats::ensure(&jetstream::new(client.clone()), &Limits::default())
+    cauce_nats::apply(&jetstream::new(client.clone()), &Limits::default())
         .await
         .unwrap();
     let homes = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];

@@ -19,7 +19,8 @@ use cauce_nats::wire::{
     self, CacheEntry, ChatRequest, Event, EventBody, Passage, PromptJob, ResultStatus,
     StoredResult, Timings,
 };
-use cauce_nats::{Limits, ModelName, names};
+use cauce_nats::wire::{ErrorKind, StoredError, Usage};
+use cauce_nats::{ModelName, Need, Results, names};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -38,6 +39,8 @@ use crate::service::{self, StatsSource};
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Delay before a question whose prompt job could not be published is redelivered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long storing a question's failure is retried through a leader election.
+const FAIL_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Everything a retrieval worker needs besides a NATS client.
 #[derive(Clone, Debug)]
@@ -45,8 +48,6 @@ pub struct WorkerConfig {
     /// Directory of the local index (created, or rebuilt from `DOCS`, as needed).
     pub index_dir: PathBuf,
     pub language: Language,
-    /// Limits of the NATS objects, for `ensure` at start and the inference consumers.
-    pub limits: Limits,
     /// Upper bound on a request's `top_k`.
     pub max_top_k: usize,
     /// Characters of passage text a prompt may carry.
@@ -65,7 +66,6 @@ impl WorkerConfig {
         Self {
             index_dir,
             language: Language::English,
-            limits: Limits::default(),
             max_top_k: 16,
             context_budget_chars: 6000,
             concurrency: 8,
@@ -85,7 +85,9 @@ struct Shared {
     /// Models whose inference consumer this process has ensured.
     ensured_models: Mutex<HashSet<ModelName>>,
     cache: ResponseCache,
-    results: jetstream::kv::Store,
+    results: Results,
+    /// Deliveries of a question before it is a dead letter, as the consumer holds it.
+    max_deliveries: i64,
 }
 
 /// Runs one retrieval worker until `cancel` fires.
@@ -96,7 +98,8 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         concurrency = config.concurrency, "retrieval worker starting"
     );
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &config.limits).await?;
+    let limits = cauce_nats::check(&js, Need::RETRIEVAL).await?;
+    info!(ack_wait = ?limits.retrieval_ack_wait, max_deliveries = limits.max_deliveries, "consumer settings");
     let mut docs = js
         .get_stream(names::DOCS)
         .await
@@ -147,16 +150,14 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         .get_key_value(names::CACHE_BUCKET)
         .await
         .map_err(|e| Error::jetstream("open the cache bucket")(e.into()))?;
-    let results = js
-        .get_key_value(names::RESULTS_BUCKET)
-        .await
-        .map_err(|e| Error::jetstream("open the results bucket")(e.into()))?;
+    let results = Results::open(&js).await?;
     let shared = Arc::new(Shared {
         js,
         client,
         searcher,
         cache: ResponseCache::new(cache_kv, config.cache, config.cache_wait),
         results,
+        max_deliveries: limits.max_deliveries,
         config,
         ensured_models: Mutex::default(),
     });
@@ -255,6 +256,7 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         }
     };
     let request_id = request.id.clone();
+    let request_for_failure = request.clone();
     let opted_out = message
         .headers
         .as_ref()
@@ -268,11 +270,74 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
                 debug!(request_id = %request_id, attempt, passages, "question done");
             }
         }
-        Err(err) => {
+        Err(err) if !is_last(shared.max_deliveries, attempt) => {
             error!(request_id = %request_id, attempt, error = %err, kind = err.kind(), "question failed, will retry");
             if let Err(err) = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await {
                 warn!(request_id = %request_id, error = %err, "nak failed");
             }
+        }
+        Err(err) => {
+            error!(request_id = %request_id, attempt, error = %err, kind = err.kind(), "question failed on its last delivery");
+            fail_for_good(shared, &request_for_failure, attempt, &err).await;
+            if let Err(err) = message.ack_with(AckKind::Term).await {
+                warn!(request_id = %request_id, error = %err, "terminating the question failed");
+            }
+        }
+    }
+}
+
+fn is_last(max_deliveries: i64, attempt: u32) -> bool {
+    max_deliveries > 0 && i64::from(attempt) >= max_deliveries
+}
+
+/// Ends a request whose question failed on its last delivery, as the inference worker
+/// does: a `failed` record, then the `error` event, unless it has ended already.
+async fn fail_for_good(shared: &Shared, request: &ChatRequest, attempt: u32, err: &Error) {
+    let error = StoredError {
+        kind: ErrorKind::DeliveriesExhausted,
+        message: format!(
+            "retrieving the context failed on all {attempt} deliveries ({}); \
+             send the request again later",
+            err.kind()
+        ),
+    };
+    let failed = StoredResult {
+        request_id: request.id.clone(),
+        model: request.model.clone(),
+        status: ResultStatus::Failed,
+        text: String::new(),
+        finish_reason: None,
+        usage: Usage::default(),
+        timings: Timings::default(),
+        sources: Vec::new(),
+        error: Some(error.clone()),
+        attempt,
+        created_at_ms: request.created_at_ms,
+        finished_at_ms: wire::now_ms(),
+        replay_of: request.replay_of.clone(),
+    };
+    match shared.results.advance(&failed, FAIL_WRITE_LIMIT).await {
+        Ok(cauce_nats::Written::Stored) => {}
+        Ok(cauce_nats::Written::Refused(_)) => return,
+        // the dead-letter advisory of the terminate ends it instead
+        Err(err) => {
+            warn!(request_id = %request.id, error = %err, "storing the failure failed");
+            return;
+        }
+    }
+    let event = Event {
+        request_id: request.id.clone(),
+        attempt,
+        seq: 0,
+        body: EventBody::Error {
+            kind: error.kind,
+            message: error.message,
+        },
+    };
+    if let Ok(payload) = wire::encode(&event) {
+        let subject = names::events_subject(&request.gateway, &request.id);
+        if let Err(err) = shared.client.publish(subject, payload).await {
+            warn!(request_id = %request.id, error = %err, "publishing the failure failed");
         }
     }
 }
@@ -285,13 +350,21 @@ async fn answer(
     opted_out: bool,
 ) -> Result<usize> {
     let passages = retrieve(shared, &request).await?;
-    let count = passages.len();
-    let lookup = shared.cache.lookup(&request, &passages, opted_out).await;
-    let job = PromptJob {
+    let mut job = PromptJob {
         request,
         passages,
         retrieved_at_ms: wire::now_ms(),
     };
+    // fitted before the sources are sent: the client sees exactly what the model sees
+    let dropped = job.fit(shared.client.server_info().max_payload);
+    if dropped > 0 {
+        warn!(request_id = %job.request.id, dropped, "passages dropped so that the prompt job fits the server's max_payload");
+    }
+    let count = job.passages.len();
+    let lookup = shared
+        .cache
+        .lookup(&job.request, &job.passages, opted_out)
+        .await;
     let request = &job.request;
 
     let event = Event {
@@ -314,7 +387,7 @@ async fn answer(
         return Ok(count);
     }
     ensure_model(shared, &request.model).await?;
-    let mut headers = names::request_headers(&request.id);
+    let mut headers = names::request_headers(&request.gateway, &request.id);
     if let Lookup::Miss {
         key,
         model_fingerprint,
@@ -387,14 +460,15 @@ async fn serve_hit(
         finished_at_ms: wire::now_ms(),
         replay_of: request.replay_of.clone(),
     };
-    shared
+    let written = shared
         .results
-        .put(
-            names::request_key(&request.id),
-            wire::encode_compressed(&result)?,
-        )
+        .advance(&result, FAIL_WRITE_LIMIT)
         .await
         .map_err(|e| Error::jetstream("store a cached result")(e.into()))?;
+    if let cauce_nats::Written::Refused(current) = written {
+        debug!(request_id = %request.id, status = current.status.as_str(), "the request had ended; cached answer not sent");
+        return Ok(());
+    }
     let body = EventBody::Done {
         finish_reason: entry.finish_reason,
         usage: entry.usage,
@@ -441,7 +515,7 @@ async fn ensure_model(shared: &Shared, model: &ModelName) -> Result<()> {
     {
         return Ok(());
     }
-    cauce_nats::ensure_inference_consumer(&shared.js, model, &shared.config.limits).await?;
+    cauce_nats::ensure_inference_consumer(&shared.js, model).await?;
     shared
         .ensured_models
         .lock()

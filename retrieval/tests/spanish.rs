@@ -28,7 +28,7 @@ async fn a_spanish_index_finds_a_document_by_another_inflection() -> Result {
     }
     let fact = ["Almacenamiento", "Cubo de resultados"];
 
-    let spanish = Worker::start_with(&nats, config(&dir, "es", &limits)).await;
+    let spanish = Worker::start_with(&nats, config(&dir, "es")).await;
     // the worker pulls questions only once its index has caught up with DOCS
     let sources = ask(&js, question).await?;
     assert_eq!(
@@ -41,7 +41,7 @@ async fn a_spanish_index_finds_a_document_by_another_inflection() -> Result {
     spanish.stop().await?;
 
     // the control: the same corpus and question through the English analyzer
-    let english = Worker::start_with(&nats, config(&dir, "en", &limits)).await;
+    let english = Worker::start_with(&nats, config(&dir, "en")).await;
     let sources = ask(&js, question).await?;
     assert!(
         sources.first().is_none_or(|s| s.heading_path != fact),
@@ -50,10 +50,9 @@ async fn a_spanish_index_finds_a_document_by_another_inflection() -> Result {
     english.stop().await
 }
 
-fn config(dir: &tempfile::TempDir, language: &str, limits: &Limits) -> WorkerConfig {
+fn config(dir: &tempfile::TempDir, language: &str) -> WorkerConfig {
     let language: Language = language.parse().expect("a known language");
     let mut config = WorkerConfig::new(dir.path().join("index").join(language.as_str()));
     config.language = language;
-    config.limits = limits.clone();
     config
 }

@@ -1,59 +1,50 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (it can serve: NATS connected,
-//! streams and buckets present, a retrieval and an inference worker visible) and
+//! streams present, a retrieval and an inference worker visible, all read from the
+//! background [`crate::view`]) and
 //! `GET /metrics` (Prometheus text format).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cauce_nats::discovery;
-use cauce_nats::names::{self, WorkerKind};
 use serde_json::json;
 
 use crate::state::AppState;
+use crate::view::Snapshot;
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match not_ready_reason(&state).await {
-        None => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "gateway": state.config.id})),
-        )
-            .into_response(),
+    let view = state.view.snapshot();
+    let age_ms = view.age().map(|age| age.as_millis() as u64);
+    let view_json = json!({"rounds": view.rounds, "age_ms": age_ms});
+    match not_ready_reason(&state, &view) {
+        None => {
+            let body = json!({"status": "ready", "gateway": state.config.id, "view": view_json});
+            (StatusCode::OK, Json(body)).into_response()
+        }
         Some(reason) => {
             tracing::debug!(reason, "not ready");
-            let body = json!({"status": "not_ready", "reason": reason, "gateway": state.config.id});
+            let body = json!({"status": "not_ready", "reason": reason, "gateway": state.config.id, "view": view_json});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
 }
 
-async fn not_ready_reason(state: &AppState) -> Option<String> {
+/// Decided from the process itself and the background view: no NATS round trip.
+fn not_ready_reason(state: &AppState, view: &Snapshot) -> Option<String> {
     if state.shutting_down.is_cancelled() {
         return Some("the gateway is shutting down".into());
     }
     if state.client.connection_state() != async_nats::connection::State::Connected {
         return Some("not connected to NATS".into());
     }
-    for stream in [names::QUESTIONS, names::PROMPTS] {
-        if let Err(err) = state.js.get_stream(stream).await {
-            return Some(format!("stream {stream} is not available: {err}"));
-        }
+    if view.rounds == 0 {
+        return Some("looking for workers for the first time".into());
     }
-    for (kind, what) in [
-        (WorkerKind::Retrieval, "retrieval"),
-        (WorkerKind::Inference, "inference"),
-    ] {
-        match discovery::discover(&state.client, kind, state.config.discovery_wait).await {
-            Ok(found) if found.is_empty() => return Some(format!("no {what} worker is running")),
-            Ok(_) => {}
-            Err(err) => return Some(format!("cannot look for {what} workers: {err}")),
-        }
-    }
-    None
+    view.not_ready.clone()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cauce_nats::wire::{self, ResultStatus, StoredResult, Timings, Usage};
-use cauce_nats::{RequestId, names, until_acked};
+use cauce_nats::{RequestId, Written};
 use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 
@@ -61,18 +61,13 @@ pub async fn create(
         finished_at_ms: 0,
         replay_of: None,
     };
-    // queued is written first: the worker's `running` must never be overwritten by it
-    let stored = wire::encode_compressed(&queued)?;
-    until_acked(state.config.publish_timeout, "storing the task", || async {
-        state
-            .results
-            .put(names::request_key(&id), stored.clone())
-            .await
-            .map(drop)
-    })
-    .await?;
+    // queued is made first: a worker's `running` can only move it forward
+    state
+        .results
+        .create(&queued, state.config.publish_timeout)
+        .await?;
     if let Err(err) = publish_question(&state, &request, valid.cache).await {
-        let _ = state.results.purge(names::request_key(&id)).await;
+        state.results.purge(&id).await;
         return Err(err);
     }
     tracing::info!(request_id = %id, model = %valid.model, "task accepted");
@@ -80,12 +75,12 @@ pub async fn create(
 }
 
 pub async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
-    let (_, stored) = read(&state, &id).await?;
+    let stored = read(&state, &id).await?;
     Ok(Json(task_json(&stored)))
 }
 
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
-    let (revision, mut stored) = read(&state, &id).await?;
+    let mut stored = read(&state, &id).await?;
     if stored.status.is_final() {
         return Ok(Json(task_json(&stored)));
     }
@@ -96,23 +91,20 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
         cancelled.status = ResultStatus::Cancelled;
         cancelled.finish_reason = Some(wire::FinishReason::Cancelled);
         cancelled.finished_at_ms = wire::now_ms();
-        let payload = wire::encode_compressed(&cancelled)?;
         match state
             .results
-            .update(names::request_key(&cancelled.request_id), payload, revision)
-            .await
+            .advance(&cancelled, state.config.publish_timeout)
+            .await?
         {
-            Ok(_) => stored = cancelled,
-            Err(err) => {
-                tracing::debug!(request_id = %stored.request_id, error = %err, "task moved on before the cancel")
-            }
+            Written::Stored => stored = cancelled,
+            Written::Refused(current) => stored = *current,
         }
     }
     Ok(Json(task_json(&stored)))
 }
 
 pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let (_, stored) = read(&state, &id).await?;
+    let stored = read(&state, &id).await?;
     if stored.status.is_final() {
         let last = final_event(&stored);
         return Ok(Sse::new(stream::iter([Ok::<_, Infallible>(last)])).into_response());
@@ -125,7 +117,7 @@ pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Re
     )
     .await?;
     // it may have ended between the read and the subscription
-    let (_, stored) = read(&state, &id).await?;
+    let stored = read(&state, &id).await?;
     if stored.status.is_final() {
         let last = final_event(&stored);
         return Ok(Sse::new(stream::iter([Ok::<_, Infallible>(last)])).into_response());
@@ -149,7 +141,7 @@ fn task_events(
             Step::Text(text) => named("delta", json!({"text": text})),
             Step::Done(_) => {
                 let done = match read(&state, follower.id.as_str()).await {
-                    Ok((_, stored)) => final_event(&stored),
+                    Ok(stored) => final_event(&stored),
                     Err(err) => error_event(&err),
                 };
                 return Some((done, None));
@@ -180,22 +172,17 @@ fn final_event(stored: &StoredResult) -> Event {
 }
 
 /// The task and its stored state, or `404` when there is no such task.
-async fn read(state: &Shared, id: &str) -> Result<(u64, StoredResult)> {
+async fn read(state: &Shared, id: &str) -> Result<StoredResult> {
     let not_found = || Error::NotFound {
         what: format!("task {id:?}"),
     };
     let id = RequestId::parse(id).map_err(|_| not_found())?;
-    let entry = state
+    state
         .results
-        .entry(names::request_key(&id))
+        .get(&id)
         .await
         .map_err(|err| Error::nats("read task", err))?
-        .ok_or_else(not_found)?;
-    if entry.operation != async_nats::jetstream::kv::Operation::Put {
-        return Err(not_found());
-    }
-    let stored: StoredResult = wire::decode_compressed(&entry.value)?;
-    Ok((entry.revision, stored))
+        .ok_or_else(not_found)
 }
 
 /// What a client sees of a task.

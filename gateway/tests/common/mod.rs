@@ -56,6 +56,7 @@ pub fn config(id: &str) -> GatewayConfig {
         keep_alive: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(2),
         discovery_wait: Duration::from_millis(200),
+        view_refresh: Duration::from_millis(100),
         ..GatewayConfig::new()
     }
 }
@@ -64,7 +65,7 @@ pub async fn start(config: GatewayConfig) -> Harness {
     let nats = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &Limits::default()).await.unwrap();
+    cauce_nats::apply(&js, &Limits::default()).await.unwrap();
     let gateway = start_gateway(&nats, config).await;
     Harness {
         nats,

@@ -108,13 +108,16 @@ pub fn worker_config(slots: u32) -> WorkerConfig {
     engine.slots = slots;
     engine.ctx_per_slot = 1024;
     let mut config = WorkerConfig::new(ModelName::default_model(), engine);
-    config.limits = limits();
     config.drain_timeout = Duration::from_secs(5);
     config
 }
 
-/// Starts a worker in this process; cancel the token to stop it.
-pub fn spawn_worker(client: async_nats::Client, config: WorkerConfig) -> CancellationToken {
+/// Sets up the NATS objects as the owner step would, then starts a worker in this
+/// process; cancel the token to stop it.
+pub async fn spawn_worker(client: async_nats::Client, config: WorkerConfig) -> CancellationToken {
+    cauce_nats::apply(&jetstream::new(client.clone()), &limits())
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {
@@ -132,7 +135,7 @@ pub async fn publish(client: &async_nats::Client, job: &PromptJob) -> async_nats
         .await
         .unwrap();
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &limits()).await.unwrap();
+    cauce_nats::apply(&js, &limits()).await.unwrap();
     js.publish(
         names::prompt_subject(&job.request.model),
         cauce_nats::wire::encode(job).unwrap(),

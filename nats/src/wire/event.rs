@@ -99,6 +99,8 @@ pub enum ErrorKind {
     Template,
     /// The job failed on every delivery.
     DeliveriesExhausted,
+    /// A worker gave the job up without saying why (a message it could not read).
+    Terminated,
     /// The request is malformed.
     InvalidRequest,
     /// A fault inside a worker.
@@ -115,6 +117,7 @@ impl ErrorKind {
             ErrorKind::ContextOverflow => "context_overflow",
             ErrorKind::Template => "template",
             ErrorKind::DeliveriesExhausted => "deliveries_exhausted",
+            ErrorKind::Terminated => "terminated",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Internal => "internal",
             ErrorKind::Other => "other",

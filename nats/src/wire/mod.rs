@@ -18,7 +18,7 @@ pub use cache::{CacheEntry, CacheValue, cache_key};
 pub use chat::{ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
 pub use doc::{DocPassage, DocRecord, Document, Tombstone};
 pub use event::{ErrorKind, Event, EventBody, FinishReason, Timings, Usage};
-pub use prompt::{Passage, PromptJob, Source};
+pub use prompt::{PASSAGE_RESERVE_BYTES, Passage, PromptJob, Source};
 pub use result::{ResultStatus, StoredError, StoredResult};
 
 use bytes::Bytes;

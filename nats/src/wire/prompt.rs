@@ -2,8 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChatRequest, Wire};
+use super::{ChatRequest, Wire, encode};
 use crate::ids::DocId;
+
+/// Bytes of a NATS message a question leaves for its retrieved passages: the gateway
+/// refuses a question larger than the server's `max_payload` minus this, and retrieval
+/// drops passages until the prompt job fits `max_payload`, so a job always fits.
+pub const PASSAGE_RESERVE_BYTES: usize = 64 * 1024;
 
 /// One retrieved passage that goes into the prompt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +73,22 @@ impl PromptJob {
             .zip(1..)
             .map(|(p, n)| p.source(n))
             .collect()
+    }
+}
+
+impl PromptJob {
+    /// Drops the lowest-ranked passages until the encoded job is at most `max_payload`
+    /// bytes; returns how many were dropped. A job without passages that still does not
+    /// fit is left as it is (the gateway refuses such questions).
+    pub fn fit(&mut self, max_payload: usize) -> usize {
+        let mut dropped = 0;
+        while !self.passages.is_empty()
+            && encode(self).map_or(0, |payload| payload.len()) > max_payload
+        {
+            self.passages.pop();
+            dropped += 1;
+        }
+        dropped
     }
 }
 

@@ -238,3 +238,25 @@ fn decoding_arbitrary_bytes_never_panics() {
         let _ = decode_compressed::<DocRecord>(&bytes);
     }
 }
+
+#[test]
+fn a_prompt_job_is_fitted_by_dropping_its_lowest_ranked_passages() {
+    let mut job = PromptJob {
+        request: request(),
+        passages: vec![passage(), passage(), passage()],
+        retrieved_at_ms: 3,
+    };
+    let whole = encode(&job).unwrap().len();
+    assert_eq!(job.clone().fit(whole), 0, "a job that fits is left alone");
+    let one_less = {
+        let mut shorter = job.clone();
+        shorter.passages.pop();
+        encode(&shorter).unwrap().len()
+    };
+    assert_eq!(job.fit(one_less), 1);
+    assert_eq!(job.passages.len(), 2);
+    assert!(encode(&job).unwrap().len() <= one_less);
+    // nothing left to drop: the question alone is the gateway's to refuse
+    assert_eq!(job.fit(1), 2);
+    assert!(job.passages.is_empty());
+}

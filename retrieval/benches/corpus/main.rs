@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let nats = LocalNats::start()?;
     let client = async_nats::connect(&nats.url).await?;
     let js = jetstream::new(client.clone());
-    cauce_nats::ensure(&js, &Limits::default()).await?;
+    cauce_nats::apply(&js, &Limits::default()).await?;
     println!(
         "cauce retrieval benchmark: {} CPU(s) available, nats-server at {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),

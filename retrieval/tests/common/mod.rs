@@ -32,7 +32,7 @@ pub fn server() -> NatsServer {
 
 pub async fn jetstream(nats: &NatsServer, limits: &Limits) -> Result<jetstream::Context> {
     let js = jetstream::new(nats.client().await);
-    cauce_nats::ensure(&js, limits).await?;
+    cauce_nats::apply(&js, limits).await?;
     Ok(js)
 }
 
@@ -71,10 +71,12 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Applies `limits` as the owner step would (the same limits change nothing), then
+    /// starts a worker, which reads them from the server.
     pub async fn start(nats: &NatsServer, index_dir: &Path, limits: &Limits) -> Self {
-        let mut config = WorkerConfig::new(index_dir.to_path_buf());
-        config.limits = limits.clone();
-        Self::start_with(nats, config).await
+        let js = jetstream::new(nats.client().await);
+        cauce_nats::apply(&js, limits).await.unwrap();
+        Self::start_with(nats, WorkerConfig::new(index_dir.to_path_buf())).await
     }
 
     pub async fn start_with(nats: &NatsServer, config: WorkerConfig) -> Self {
