@@ -84,6 +84,22 @@ impl WorkerView {
     }
 }
 
+/// When every retrieval worker reports that its index cannot follow `DOCS`, why.
+fn all_indexes_failing(workers: &[discovery::Instance]) -> Option<String> {
+    let errors: Vec<&str> = workers
+        .iter()
+        .map(|w| {
+            w.stats_data()
+                .and_then(|data| data.get("follower_error"))
+                .and_then(|error| error.as_str())
+        })
+        .collect::<Option<_>>()?;
+    let first = errors.first()?;
+    Some(format!(
+        "no retrieval worker can update its index from DOCS: {first}"
+    ))
+}
+
 /// One discovery round: both worker kinds at once, and the streams.
 async fn round(
     client: &Client,
@@ -110,6 +126,11 @@ async fn round(
                 models,
             );
         }
+    }
+    if let Ok(workers) = &retrieval
+        && let Some(reason) = all_indexes_failing(workers)
+    {
+        return (Some(reason), models);
     }
     for (found, what) in [(retrieval, "retrieval"), (inference, "inference")] {
         match found {

@@ -21,9 +21,10 @@ use std::time::Duration;
 use async_nats::Client;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, kv};
+use cauce_nats::cache::ResponseCache;
 use cauce_nats::wire::{
-    self, CacheEntry, CacheValue, ErrorKind, Event, EventBody, FinishReason, PromptJob,
-    ResultStatus, StoredError, StoredResult, Timings, Usage, now_ms,
+    self, CacheEntry, ErrorKind, Event, EventBody, FinishReason, PromptJob, ResultStatus,
+    StoredError, StoredResult, Timings, Usage, now_ms,
 };
 use cauce_nats::{
     ModelName, Need, RequestId, Results, Written, check, ensure_inference_consumer, names,
@@ -71,7 +72,7 @@ struct Shared {
     engine: Engine,
     results: Results,
     cancels: kv::Store,
-    cache: kv::Store,
+    cache: Arc<ResponseCache>,
     /// SHA-256 of the model file: answers are cached only under keys made with it.
     fingerprint: String,
     /// The model consumer's settings, as the server holds them.
@@ -103,10 +104,7 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         .get_key_value(names::CANCELS_BUCKET)
         .await
         .map_err(|e| Error::nats("open cancels", e))?;
-    let cache = js
-        .get_key_value(names::CACHE_BUCKET)
-        .await
-        .map_err(|e| Error::nats("open cache", e))?;
+    let cache = Arc::new(ResponseCache::open(&js).await?);
 
     let engine_config = config.engine.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
@@ -120,13 +118,16 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
     let announced = service::announce(&client, &config.model, &engine).await?;
     info!(model = %config.model, slots, "inference worker ready");
 
-    let publisher = tokio::spawn(publish_fingerprint(
-        cache.clone(),
-        config.model.clone(),
-        fingerprint.clone(),
-        limits.cache.max_age,
-        cancel.clone(),
-    ));
+    let publisher = {
+        let (cache, model, fingerprint) =
+            (cache.clone(), config.model.clone(), fingerprint.clone());
+        let (ttl, cancel) = (limits.cache.max_age, cancel.clone());
+        tokio::spawn(async move {
+            cache
+                .keep_fingerprint(&model, &fingerprint, ttl, cancel)
+                .await;
+        })
+    };
     let shared = Arc::new(Shared {
         client,
         engine,
@@ -269,18 +270,14 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_string())
     };
-    let cache_key = match (
-        header(names::CACHE_KEY_HEADER),
-        header(names::MODEL_FINGERPRINT_HEADER),
-    ) {
-        (Some(key), Some(fingerprint)) if fingerprint == shared.fingerprint => Some(key),
-        (Some(key), Some(_)) => {
-            // computed for another model file: release the claim, store nothing
-            let _ = shared.cache.delete(&key).await;
-            None
-        }
-        _ => None,
-    };
+    let cache_key = shared
+        .cache
+        .claimed_key(
+            header(names::CACHE_KEY_HEADER),
+            header(names::MODEL_FINGERPRINT_HEADER),
+            &shared.fingerprint,
+        )
+        .await;
     let job: PromptJob = match wire::decode(&message.payload) {
         Ok(job) => job,
         Err(err) => {
@@ -333,7 +330,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             finish_reason: Some(FinishReason::Cancelled),
             ..base
         };
-        release_claim(&shared, cache_key.as_deref()).await;
+        shared.cache.release(cache_key.as_deref()).await;
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
     }
@@ -348,14 +345,14 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             error: Some(error),
             ..base
         };
-        release_claim(&shared, cache_key.as_deref()).await;
+        shared.cache.release(cache_key.as_deref()).await;
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
     }
     if let Some(Written::Refused(current)) = put_result(&shared, &base).await {
         // ended while queued (a task cancelled through the API, a dead letter)
         debug!(request_id = %request.id, status = current.status.as_str(), "ended before it ran; dropped");
-        release_claim(&shared, cache_key.as_deref()).await;
+        shared.cache.release(cache_key.as_deref()).await;
         let _ = message.ack().await;
         return;
     }
@@ -392,7 +389,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
                 }
                 Some(EngineEvent::Done { finish_reason, usage, timings }) => {
                     if shared.hand_back.is_cancelled() && finish_reason == FinishReason::Cancelled {
-                        release_claim(&shared, cache_key.as_deref()).await;
+                        shared.cache.release(cache_key.as_deref()).await;
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                         info!(request_id = %request.id, "handed back at shutdown");
                         return;
@@ -419,19 +416,19 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
                             };
                             store_in_cache(&shared, key, entry).await;
                         }
-                        other => release_claim(&shared, other).await,
+                        other => shared.cache.release(other).await,
                     }
                     let result = StoredResult { status, text, finish_reason: Some(finish_reason), usage, timings, ..base };
                     finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
                     return;
                 }
                 Some(EngineEvent::Failed(err)) => {
-                    release_claim(&shared, cache_key.as_deref()).await;
+                    shared.cache.release(cache_key.as_deref()).await;
                     fail(&shared, &message, &mut reply, base, err, attempt).await;
                     return;
                 }
                 None => {
-                    release_claim(&shared, cache_key.as_deref()).await;
+                    shared.cache.release(cache_key.as_deref()).await;
                     fail(&shared, &message, &mut reply, base, Error::EngineStopped, attempt).await;
                     return;
                 }
@@ -529,40 +526,16 @@ async fn fail(
     finish(shared, message, reply, result, AckKind::Term).await;
 }
 
-/// Stores a generated answer under its cache key, replacing the pending claim.
+/// Stores a generated answer under its cache key, counting its size.
 async fn store_in_cache(shared: &Shared, key: &str, entry: CacheEntry) {
-    let value = CacheValue::Entry(entry);
-    let (Ok(json), Ok(packed)) = (wire::encode(&value), wire::encode_compressed(&value)) else {
-        return;
-    };
-    let ratio = json.len() as f64 / packed.len().max(1) as f64;
-    match shared.cache.put(key, packed.clone()).await {
-        Ok(_) => {
-            let stats = shared.engine.stats();
-            stats
-                .cache_json_bytes
-                .fetch_add(json.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            stats
-                .cache_stored_bytes
-                .fetch_add(packed.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            debug!(
-                key,
-                json_bytes = json.len(),
-                stored_bytes = packed.len(),
-                ratio,
-                "answer cached"
-            );
-        }
-        Err(err) => warn!(key, error = %err, "caching the answer failed"),
-    }
-}
-
-/// Gives up this job's claim on a cache key, so identical requests stop waiting for it.
-async fn release_claim(shared: &Shared, key: Option<&str>) {
-    if let Some(key) = key
-        && let Err(err) = shared.cache.delete(key).await
-    {
-        debug!(key, error = %err, "releasing a cache claim failed");
+    if let Some((json_bytes, stored_bytes)) = shared.cache.fill(key, entry).await {
+        let stats = shared.engine.stats();
+        stats
+            .cache_json_bytes
+            .fetch_add(json_bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .cache_stored_bytes
+            .fetch_add(stored_bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -596,32 +569,6 @@ fn fingerprint_file(path: &std::path::Path) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
-}
-
-/// Keeps the model's fingerprint in the cache bucket, where retrieval workers read it
-/// to compute cache keys; rewritten well within the bucket's time to live.
-async fn publish_fingerprint(
-    cache: kv::Store,
-    model: ModelName,
-    fingerprint: String,
-    ttl: Duration,
-    cancel: CancellationToken,
-) {
-    let every = if ttl.is_zero() {
-        Duration::from_secs(600)
-    } else {
-        (ttl / 4).min(Duration::from_secs(600))
-    };
-    let key = names::model_fingerprint_key(&model);
-    loop {
-        if let Err(err) = cache.put(&key, fingerprint.clone().into()).await {
-            warn!(error = %err, "publishing the model fingerprint failed");
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
-        }
-    }
 }
 
 /// Moves the request's record forward to `result`, retrying through a leader election

@@ -218,8 +218,9 @@ pub async fn check(js: &jetstream::Context, needs: &[Need]) -> Result<Limits> {
 /// default where that object does not exist.
 pub async fn read(js: &jetstream::Context) -> Result<Limits> {
     let mut limits = Limits::default();
-    if let Some(config) = stream_config(js, names::QUESTIONS).await? {
-        limits.questions = retention_of(&config);
+    let questions = stream_config(js, names::QUESTIONS).await?;
+    if let Some(config) = &questions {
+        limits.questions = retention_of(config);
         limits.replicas = config.num_replicas;
         limits.duplicate_window = config.duplicate_window;
     }
@@ -241,6 +242,9 @@ pub async fn read(js: &jetstream::Context) -> Result<Limits> {
     }
     let wanted = retrieval_consumer(&limits);
     let object = consumer_object(names::QUESTIONS, &wanted);
+    if questions.is_none() {
+        return Ok(limits);
+    }
     if let Some(config) = consumer_config(js, names::QUESTIONS, &object, &wanted).await? {
         limits.retrieval_ack_wait = config.ack_wait;
         limits.max_deliveries = config.max_deliver;
@@ -754,7 +758,11 @@ fn stream_missing(err: &jetstream::context::GetStreamError) -> bool {
 fn consumer_missing(err: &jetstream::context::ConsumerInfoError) -> bool {
     match err.kind() {
         ConsumerInfoErrorKind::NotFound => true,
-        ConsumerInfoErrorKind::JetStream(e) => e.error_code() == ErrorCode::CONSUMER_NOT_FOUND,
+        // no stream, so no consumer on it either
+        ConsumerInfoErrorKind::JetStream(e) => {
+            e.error_code() == ErrorCode::CONSUMER_NOT_FOUND
+                || e.error_code() == ErrorCode::STREAM_NOT_FOUND
+        }
         _ => false,
     }
 }

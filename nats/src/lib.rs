@@ -7,6 +7,7 @@
 //! It does not know HTTP, search or models: the component crates use these types and
 //! never format a subject string themselves.
 
+pub mod cache;
 pub mod connect;
 pub mod dead;
 pub mod discovery;

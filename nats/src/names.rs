@@ -119,7 +119,14 @@ pub fn model_fingerprint_key(model: &ModelName) -> String {
 
 /// Key in [`CACHE_BUCKET`] of a cached answer.
 pub fn cache_entry_key(hash: &str) -> String {
-    format!("answer.{hash}")
+    format!("{CACHE_ENTRY_PREFIX}{hash}")
+}
+
+const CACHE_ENTRY_PREFIX: &str = "answer.";
+
+/// Whether a key of [`CACHE_BUCKET`] holds an answer (or a claim on one).
+pub fn is_cache_entry_key(key: &str) -> bool {
+    key.starts_with(CACHE_ENTRY_PREFIX)
 }
 
 /// The JetStream stream behind a key-value bucket.

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cauce_nats::async_nats::jetstream;
+use cauce_nats::cache::ResponseCache;
 use cauce_nats::wire::{self, CacheValue};
 use cauce_nats::{Need, connect, names};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
 
 use crate::cli::{LimitsArgs, NatsArgs};
 
@@ -52,24 +52,11 @@ pub async fn run(command: CacheCommand) -> anyhow::Result<()> {
     let client = connect(&command.nats.connect_options("cauce-cache")?).await?;
     let js = jetstream::new(client.clone());
     command.limits.check(&js, Need::CACHE).await?;
-    let kv = js
-        .get_key_value(names::CACHE_BUCKET)
-        .await
-        .context("opening the cache bucket")?;
+    let cache = ResponseCache::open(&js).await?;
     match command.action {
-        CacheAction::Stats => stats(&js, &kv).await?,
+        CacheAction::Stats => stats(&js, &cache).await?,
         CacheAction::Clear => {
-            let mut keys = kv.keys().await.context("listing cache keys")?;
-            let mut removed = 0;
-            while let Some(key) = keys.next().await {
-                let key = key.context("listing cache keys")?;
-                if key.starts_with("answer.") {
-                    kv.purge(&key)
-                        .await
-                        .with_context(|| format!("removing {key}"))?;
-                    removed += 1;
-                }
-            }
+            let removed = cache.clear().await.context("clearing the cache")?;
             println!("removed {removed} cached answers");
         }
     }
@@ -77,27 +64,19 @@ pub async fn run(command: CacheCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stats(js: &jetstream::Context, kv: &jetstream::kv::Store) -> anyhow::Result<()> {
+async fn stats(js: &jetstream::Context, cache: &ResponseCache) -> anyhow::Result<()> {
     let mut stream = js
         .get_stream(names::bucket_stream(names::CACHE_BUCKET))
         .await?;
     let info = stream.info().await?.clone();
     let (mut answers, mut pending, mut corrupt, mut stored, mut json) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut keys = kv.keys().await.context("listing cache keys")?;
-    while let Some(key) = keys.next().await {
-        let key = key?;
-        if !key.starts_with("answer.") {
-            continue;
-        }
-        let Some(value) = kv.get(&key).await? else {
-            continue;
-        };
-        match wire::decode_compressed::<CacheValue>(&value) {
+    for answer in cache.answers().await.context("listing cache keys")? {
+        match &answer.value {
             Ok(entry @ CacheValue::Entry(_)) => {
                 answers += 1;
-                stored += value.len() as u64;
-                json += wire::encode(&entry).map(|b| b.len() as u64).unwrap_or(0);
+                stored += answer.stored_bytes as u64;
+                json += wire::encode(entry).map(|b| b.len() as u64).unwrap_or(0);
             }
             Ok(CacheValue::Pending { .. }) => pending += 1,
             Err(_) => corrupt += 1,

@@ -116,6 +116,9 @@ pub struct WorkerView {
     pub jobs_finished: Option<u64>,
     /// Retrieval workers: searches served.
     pub searches: Option<u64>,
+    /// Retrieval workers: why the index cannot follow `DOCS`, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,6 +268,11 @@ fn worker_view(kind: &'static str, instance: &Instance) -> WorkerView {
         tokens_per_s: None,
         jobs_finished: stat(instance, "jobs_finished"),
         searches: stat(instance, "searches"),
+        index_error: instance
+            .stats_data()
+            .and_then(|data| data.get("follower_error"))
+            .and_then(|error| error.as_str())
+            .map(String::from),
     }
 }
 
@@ -464,6 +472,9 @@ pub fn render(snapshot: &Snapshot) -> String {
             worker.jobs_finished.map_or("-".into(), |n| n.to_string()),
             worker.searches.map_or("-".into(), |n| n.to_string()),
         );
+        if let Some(error) = &worker.index_error {
+            let _ = writeln!(out, "    index not updated: {error}");
+        }
     }
 
     let _ = writeln!(out, "\nGATEWAYS");

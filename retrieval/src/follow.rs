@@ -2,6 +2,12 @@
 //! records gathered into batches (up to a size, or whatever arrived within a short
 //! linger), each batch applied and committed on a blocking thread. This task is the
 //! only owner of the index writer; it reports its progress on a `watch` channel.
+//!
+//! A batch that cannot be applied (a full disk, a tantivy error) leaves the index as it
+//! was: the follower reports the error (the worker's stats carry it, so `/readyz` and
+//! `cauce status` show it), waits longer after each failure, and tries the batch again;
+//! after [`REBUILD_AFTER`] failures in a row it clears the index and rebuilds it from
+//! the first `DOCS` sequence. It never ends on its own while the worker runs.
 
 use std::time::Duration;
 
@@ -15,6 +21,11 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::index::{DocsMessage, LocalIndex};
+
+/// Failures in a row after which the index is rebuilt from `DOCS`.
+pub const REBUILD_AFTER: u32 = 5;
+/// The longest pause between two tries of a failed batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How records are batched into commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +46,7 @@ impl Default for FollowOptions {
 }
 
 /// Where the follower is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FollowStatus {
     /// Last `DOCS` sequence committed to the index.
     pub docs_seq: u64,
@@ -43,6 +54,10 @@ pub struct FollowStatus {
     pub applied: u64,
     /// Everything that was in `DOCS` when the follower started is in the index.
     pub caught_up: bool,
+    /// Why the last batch could not be applied; `None` once one is applied again.
+    pub error: Option<String>,
+    /// Batches failed in a row.
+    pub failures: u32,
 }
 
 /// A running follower.
@@ -66,6 +81,8 @@ impl Follower {
             docs_seq,
             applied: 0,
             caught_up: docs_seq >= catch_up_to,
+            error: None,
+            failures: 0,
         };
         if initial.caught_up {
             info!(docs_seq, "index is up to date with DOCS");
@@ -87,8 +104,8 @@ impl Follower {
             .status
             .wait_for(|s| s.caught_up)
             .await
-            .map(|status| *status);
-        waited.unwrap_or_else(|_| *self.status.borrow())
+            .map(|status| status.clone());
+        waited.unwrap_or_else(|_| self.status.borrow().clone())
     }
 }
 
@@ -101,7 +118,7 @@ async fn follow(
     cancel: CancellationToken,
 ) -> Result<()> {
     let mut index = Some(index);
-    let mut status = *status_tx.borrow();
+    let mut status = status_tx.borrow().clone();
     'consumer: while !cancel.is_cancelled() {
         let mut messages = match open(&js, status.docs_seq).await {
             Ok(messages) => messages,
@@ -147,9 +164,25 @@ async fn follow(
                 what: "index batch",
                 source,
             })?;
+            let applied = match applied {
+                Ok(applied) => applied,
+                Err(err) => {
+                    index = Some(owned);
+                    let pause = failed(&mut index, &mut status, &err).await;
+                    status_tx.send_replace(status.clone());
+                    tokio::select! {
+                        () = cancel.cancelled() => break 'consumer,
+                        () = tokio::time::sleep(pause) => continue 'consumer,
+                    }
+                }
+            };
             status.docs_seq = owned.docs_seq();
             index = Some(owned);
-            status.applied += applied?;
+            status.applied += applied;
+            if status.error.take().is_some() {
+                info!(docs_seq = status.docs_seq, "index batches apply again");
+            }
+            status.failures = 0;
             if !status.caught_up && (status.docs_seq >= catch_up_to || pending == Some(0)) {
                 status.caught_up = true;
                 info!(
@@ -163,10 +196,42 @@ async fn follow(
                 applied = status.applied,
                 "index batch committed"
             );
-            status_tx.send_replace(status);
+            status_tx.send_replace(status.clone());
         }
     }
     Ok(())
+}
+
+/// Records a failed batch; after [`REBUILD_AFTER`] in a row, clears the index so that
+/// the follower rebuilds it from `DOCS`. Returns how long to wait before trying again.
+async fn failed(
+    index: &mut Option<LocalIndex>,
+    status: &mut FollowStatus,
+    err: &Error,
+) -> Duration {
+    status.failures += 1;
+    status.error = Some(err.to_string());
+    warn!(error = %err, kind = err.kind(), failures = status.failures, docs_seq = status.docs_seq, "applying a DOCS batch failed; the index is not updated");
+    if status.failures % REBUILD_AFTER == 0
+        && let Some(mut owned) = index.take()
+    {
+        let (owned, cleared) = tokio::task::spawn_blocking(move || {
+            let cleared = owned.clear();
+            (owned, cleared)
+        })
+        .await
+        .expect("clearing the index does not panic");
+        match cleared {
+            Ok(()) => {
+                warn!("index cleared after repeated failures; rebuilding it from DOCS");
+                status.docs_seq = 0;
+            }
+            Err(err) => warn!(error = %err, "clearing the index failed"),
+        }
+        *index = Some(owned);
+    }
+    let exponent = status.failures.saturating_sub(1).min(5);
+    (Duration::from_secs(1) * 2u32.pow(exponent)).min(MAX_BACKOFF)
 }
 
 /// Adds a message to the batch; returns what the server says is still pending.

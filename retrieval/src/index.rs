@@ -171,8 +171,31 @@ impl LocalIndex {
 
     /// Applies `batch` in order and commits it. Returns how many records were applied.
     /// A payload that does not decode is logged and skipped: it must not stop the
-    /// index from following the stream.
+    /// index from following the stream. When adding or committing fails (a full disk, a
+    /// tantivy error) nothing of the batch stays: the index is where it was, and the
+    /// batch can be applied again.
     pub fn apply(&mut self, batch: &[DocsMessage]) -> Result<u64> {
+        let committed = self.state.docs_seq;
+        let applied = self.apply_and_commit(batch);
+        if applied.is_err() {
+            self.state.docs_seq = committed;
+            if let Err(err) = self.writer.rollback() {
+                warn!(error = %err, "rolling back a failed index batch failed");
+            }
+        }
+        applied
+    }
+
+    /// Empties the index, to be filled from `DOCS` again from its first sequence.
+    pub fn clear(&mut self) -> Result<()> {
+        self.writer
+            .delete_all_documents()
+            .map_err(Error::index("clear"))?;
+        self.state.docs_seq = 0;
+        self.commit()
+    }
+
+    fn apply_and_commit(&mut self, batch: &[DocsMessage]) -> Result<u64> {
         let mut applied = 0;
         for message in batch {
             if message.seq <= self.state.docs_seq {

@@ -34,6 +34,10 @@ pub struct WorkerStats {
     /// `DOCS` records applied since the worker started.
     pub applied: u64,
     pub caught_up: bool,
+    /// Why the index cannot follow `DOCS` right now (the worker then serves a stale
+    /// index and reports it); absent when it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follower_error: Option<String>,
     pub searches: u64,
     pub search_avg_us: u64,
     pub search_max_us: u64,
@@ -50,7 +54,7 @@ pub(crate) struct StatsSource {
 
 impl StatsSource {
     pub(crate) fn read(&self) -> WorkerStats {
-        let follow = *self.follow.borrow();
+        let follow = self.follow.borrow().clone();
         let stats = Arc::clone(self.searcher.stats());
         let searches = stats.searches.load(Ordering::Relaxed);
         WorkerStats {
@@ -61,6 +65,7 @@ impl StatsSource {
             docs_seq: follow.docs_seq,
             applied: follow.applied,
             caught_up: follow.caught_up,
+            follower_error: follow.error,
             searches,
             search_avg_us: stats
                 .total_micros

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream::{self, AckKind};
+use cauce_nats::cache::{Lookup, ResponseCache};
 use cauce_nats::wire::{
     self, CacheEntry, ChatRequest, Event, EventBody, Passage, PromptJob, ResultStatus,
     StoredResult, Timings,
@@ -27,7 +28,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::cache::{Lookup, ResponseCache};
 use crate::error::{Error, Result};
 use crate::follow::{FollowOptions, Follower};
 use crate::index::LocalIndex;
@@ -88,6 +88,8 @@ struct Shared {
     results: Results,
     /// Deliveries of a question before it is a dead letter, as the consumer holds it.
     max_deliveries: i64,
+    /// The consumer's ack wait: questions in hand are kept alive well within it.
+    ack_wait: Duration,
 }
 
 /// Runs one retrieval worker until `cancel` fires.
@@ -146,18 +148,16 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         follow: follower.status.clone(),
     };
     let (service, status_task) = service::announce(&client, stats).await?;
-    let cache_kv = js
-        .get_key_value(names::CACHE_BUCKET)
-        .await
-        .map_err(|e| Error::jetstream("open the cache bucket")(e.into()))?;
     let results = Results::open(&js).await?;
+    let cache = ResponseCache::open(&js).await?;
     let shared = Arc::new(Shared {
         js,
         client,
         searcher,
-        cache: ResponseCache::new(cache_kv, config.cache, config.cache_wait),
+        cache,
         results,
         max_deliveries: limits.max_deliveries,
+        ack_wait: limits.retrieval_ack_wait,
         config,
         ensured_models: Mutex::default(),
     });
@@ -262,7 +262,12 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         .as_ref()
         .and_then(|h| h.get(names::CACHE_HEADER))
         .is_some_and(|v| v.as_str().eq_ignore_ascii_case("off"));
-    match answer(shared, request, attempt, opted_out).await {
+    let answered = keep_alive(
+        &message,
+        shared.ack_wait,
+        answer(shared, request, attempt, opted_out),
+    );
+    match answered.await {
         Ok(passages) => {
             if let Err(err) = message.ack().await {
                 warn!(request_id = %request_id, error = %err, "question ack failed, it will be redelivered");
@@ -284,6 +289,36 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
             }
         }
     }
+}
+
+/// Runs `work` while sending in-progress acks for `message` every third of the ack
+/// wait, so that a question that waits (on a cache claim, a slow search) is not
+/// redelivered meanwhile.
+async fn keep_alive<T>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = progress.tick() => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    debug!(error = %err, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// How long a request may wait for another's claim on its cache key: the configured
+/// wait, never past the request's own deadline.
+fn cache_wait_until(cache_wait: Duration, deadline_ms: u64) -> std::time::Instant {
+    let left = Duration::from_millis(deadline_ms.saturating_sub(wire::now_ms()));
+    std::time::Instant::now() + cache_wait.min(left)
 }
 
 fn is_last(max_deliveries: i64, attempt: u32) -> bool {
@@ -361,10 +396,15 @@ async fn answer(
         warn!(request_id = %job.request.id, dropped, "passages dropped so that the prompt job fits the server's max_payload");
     }
     let count = job.passages.len();
-    let lookup = shared
-        .cache
-        .lookup(&job.request, &job.passages, opted_out)
-        .await;
+    let lookup = if shared.config.cache && !opted_out {
+        let wait_until = cache_wait_until(shared.config.cache_wait, job.request.deadline_ms);
+        shared
+            .cache
+            .lookup(&job.request, &job.passages, wait_until)
+            .await
+    } else {
+        Lookup::Bypass
+    };
     let request = &job.request;
 
     let event = Event {

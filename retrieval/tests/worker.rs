@@ -265,3 +265,38 @@ async fn a_question_redelivered_after_a_crash_makes_one_prompt_job() -> Result {
     assert_eq!(prompts, 1, "one prompt job, not two");
     worker.stop().await
 }
+
+#[tokio::test]
+async fn an_index_that_cannot_be_updated_is_reported_not_served_as_fresh() -> Result {
+    let nats = server();
+    let limits = Limits::default();
+    let js = jetstream(&nats, &limits).await?;
+    let dir = tempfile::tempdir()?;
+    let corpus_dir = corpus(dir.path())?;
+    ingest(&js, &corpus_dir, false).await?;
+    let index_dir = dir.path().join("index");
+    let worker = Worker::start(&nats, &index_dir, &limits).await;
+    ask(&js, "gateway port").await?;
+    assert_eq!(worker_stats(&nats).await?.follower_error, None);
+
+    // the index's files vanish under the worker (a disk gone bad): the next commit fails
+    std::fs::remove_dir_all(&index_dir)?;
+    std::fs::write(
+        corpus_dir.join("new.md"),
+        "# New\n\nA page about lighthouses.\n",
+    )?;
+    ingest(&js, &corpus_dir, false).await?;
+    let mut stats = worker_stats(&nats).await?;
+    for _ in 0..100 {
+        if stats.follower_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stats = worker_stats(&nats).await?;
+    }
+    let error = stats.follower_error.expect("the failure is reported");
+    assert!(error.contains("index"), "{error}");
+    // the worker is still there, answering from what it has
+    ask(&js, "gateway port").await?;
+    worker.stop().await
+}
