@@ -212,7 +212,7 @@ async fn failed(
     status.failures += 1;
     status.error = Some(err.to_string());
     warn!(error = %err, kind = err.kind(), failures = status.failures, docs_seq = status.docs_seq, "applying a DOCS batch failed; the index is not updated");
-    if status.failures % REBUILD_AFTER == 0
+    if status.failures.is_multiple_of(REBUILD_AFTER)
         && let Some(mut owned) = index.take()
     {
         let (owned, cleared) = tokio::task::spawn_blocking(move || {
