@@ -8,6 +8,7 @@
 
 mod bench;
 mod cache;
+mod chaos;
 mod cli;
 mod gateway;
 mod inference;
@@ -54,6 +55,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Inspect or clear the response cache.
     Cache(cache::CacheCommand),
+    /// Run the real processes under load while killing workers or nats-server, and
+    /// report whether every accepted request ended and how its client saw it end.
+    Chaos(chaos::ChaosArgs),
     /// Create or change cauce's NATS streams, consumers and buckets (the one step that
     /// does), or show the limits they have.
     Nats(nats::NatsCommand),
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Cache(args) => cache::run(args).await,
             Command::Nats(args) => nats::run(args).await,
+            Command::Chaos(args) => chaos::run(args).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Retrieval(args) => retrieval::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,

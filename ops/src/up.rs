@@ -179,7 +179,8 @@ async fn ingest_bundled_docs(
     Ok(folder)
 }
 
-fn write_bundled_docs(home: &Path) -> anyhow::Result<PathBuf> {
+/// Writes the corpus bundled in the binary to `home/docs`.
+pub(crate) fn write_bundled_docs(home: &Path) -> anyhow::Result<PathBuf> {
     let folder = home.join("docs");
     std::fs::create_dir_all(&folder)?;
     for (name, text) in BUNDLED_DOCS {
