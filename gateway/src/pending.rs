@@ -36,6 +36,10 @@ pub enum Step {
     Failed(Error),
 }
 
+/// How long a request may go without an event before its record is read, in case
+/// its end was published while this gateway was reconnecting to NATS.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
 /// A request in flight, followed on its reply subject.
 pub struct Pending {
     pub id: RequestId,
@@ -165,6 +169,11 @@ impl Pending {
         loop {
             let message = tokio::select! {
                 message = self.events.next() => message,
+                // events are core NATS: a reconnect can lose the last ones, never the record
+                _ = tokio::time::sleep(IDLE_CHECK) => match self.ended_in_store().await {
+                    Some(step) => return Some(step),
+                    None => continue,
+                },
                 _ = tokio::time::sleep_until(self.deadline) => {
                     return Some(self.fail(Error::DeadlineExceeded(self.timeout), "deadline"));
                 }
@@ -210,6 +219,35 @@ impl Pending {
                 }
             }
         }
+    }
+
+    /// The request's end as the results bucket holds it, when it has ended there: the
+    /// text not shown yet, then the end.
+    async fn ended_in_store(&mut self) -> Option<Step> {
+        let stored = self.results.get(&self.id).await.ok()??;
+        if !stored.status.is_final() {
+            return None;
+        }
+        tracing::info!(request_id = %self.id, status = stored.status.as_str(), "the end came from the results bucket, not an event");
+        if let Some(error) = stored.error {
+            self.end("failed");
+            return Some(Step::Failed(Error::Worker {
+                kind: error.kind,
+                message: error.message,
+            }));
+        }
+        if let Some(rest) = self.relay.recover(&stored.text) {
+            self.clock.token();
+            self.queued.push_back(Step::Text(rest));
+        }
+        let done = self.finish(Finish {
+            finish_reason: stored.finish_reason.unwrap_or(FinishReason::Stop),
+            usage: stored.usage,
+            timings: stored.timings,
+            cached: false,
+        });
+        self.queued.push_back(done);
+        self.queued.pop_front()
     }
 
     /// Reads the whole answer from the results bucket after a gap.

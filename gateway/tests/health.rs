@@ -31,15 +31,7 @@ async fn readiness_needs_workers_and_metrics_are_exposed() {
     let (status, body) = readyz_after_round(&h, seen + 2).await;
     assert_eq!(status, 200, "{body}");
 
-    let models: Value = h
-        .http
-        .get(h.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = models(&h).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "tiny-model");
     assert_eq!(models["data"][0]["object"], "model");
@@ -87,6 +79,11 @@ async fn readiness_needs_workers_and_metrics_are_exposed() {
             .unwrap()
             .starts_with("text/html")
     );
+}
+
+async fn models(h: &Harness) -> Value {
+    let response = h.http.get(h.url("/v1/models")).send().await.unwrap();
+    response.json().await.unwrap()
 }
 
 /// `/readyz` once the background view has made at least `rounds` rounds.
@@ -142,15 +139,7 @@ async fn readiness_and_models_answer_from_the_view_not_a_discovery_round_per_cal
         assert_eq!(body["view"]["rounds"], 1, "{body}");
         assert!(body["reason"].as_str().unwrap().contains("retrieval"));
     }
-    let models: Value = h
-        .http
-        .get(h.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = models(&h).await;
     assert_eq!(models["data"], serde_json::json!([]), "{models}");
 }
 

@@ -224,6 +224,57 @@ async fn the_rate_limit_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn without_api_keys_a_made_up_token_per_request_does_not_escape_the_limit() {
+    let mut config = config("gw-err10");
+    config.rate_limit = Some(RateLimit {
+        per_second: 0.01,
+        burst: 2,
+    });
+    let h = start(config).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let response = h
+            .http
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(format!("made-up-{i}"))
+            .json(&json!({"messages": []}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429, 429], "the client is its address");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_header_names_the_client() {
+    let mut config = config("gw-err11");
+    config.rate_limit = Some(RateLimit {
+        per_second: 0.01,
+        burst: 1,
+    });
+    config.client_address_header = Some("x-forwarded-for".into());
+    let h = start(config).await;
+    let mut statuses = Vec::new();
+    for client in ["10.0.0.1", "10.0.0.2", "10.0.0.1"] {
+        let response = h
+            .http
+            .post(h.url("/v1/chat/completions"))
+            .header("x-forwarded-for", format!("203.0.113.9, {client}"))
+            .json(&json!({"messages": []}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [400, 400, 429],
+        "one bucket per forwarded address"
+    );
+}
+
+#[tokio::test]
 async fn an_unacked_publish_is_503_with_retry_after() {
     // the gateway retries an unacked publish until this timeout, then gives up
     let mut config = config("gw-err6");

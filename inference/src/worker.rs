@@ -53,6 +53,9 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// Delay before a job that failed for a transient reason is tried again.
     pub retry_delay: Duration,
+    /// A pause between listening for a job's cancels and looking it up in the cancels
+    /// bucket: zero in service; tests widen that window to show no cancel is lost in it.
+    pub pause_before_cancel_check: Duration,
 }
 
 impl WorkerConfig {
@@ -62,6 +65,7 @@ impl WorkerConfig {
             engine,
             drain_timeout: Duration::from_secs(30),
             retry_delay: Duration::from_secs(2),
+            pause_before_cancel_check: Duration::ZERO,
         }
     }
 }
@@ -323,6 +327,9 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             None
         }
     };
+    if !shared.config.pause_before_cancel_check.is_zero() {
+        tokio::time::sleep(shared.config.pause_before_cancel_check).await;
+    }
     if matches!(shared.cancels.get(&key).await, Ok(Some(_))) {
         debug!(request_id = %request.id, "cancelled while queued; dropped");
         let result = StoredResult {

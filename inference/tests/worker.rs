@@ -108,6 +108,49 @@ async fn a_cancel_mid_answer_frees_the_slot_for_the_next_job() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_sent_while_the_worker_takes_the_job_is_not_lost() {
+    let server = nats();
+    let client = server.client().await;
+    let mut config = worker_config(1);
+    // the worker holds the job between listening for cancels and reading the bucket
+    config.pause_before_cancel_check = Duration::from_secs(2);
+    let _worker = spawn_worker(client.clone(), config).await;
+    let long = Sampling {
+        max_tokens: Some(600),
+        temperature: Some(0.0),
+        ..Sampling::default()
+    };
+    let job = job("Write a very long essay about the history of Rome.", long);
+    let mut events = publish(&client, &job).await;
+    // wait until a worker took it
+    for _ in 0..100 {
+        let consumer = jetstream::new(client.clone())
+            .get_stream(names::PROMPTS)
+            .await
+            .unwrap()
+            .consumer_info(names::inference_consumer(&job.request.model))
+            .await
+            .unwrap();
+        if consumer.num_ack_pending == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // well inside the pause: the worker has the job and is not generating yet. Only the
+    // core message is sent: a worker that read the bucket before it listened would miss it
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .publish(names::cancel_subject(&job.request.id), "".into())
+        .await
+        .unwrap();
+    let rest = events_until_end(&mut events).await;
+    let EventBody::Done { finish_reason, .. } = &rest.last().unwrap().body else {
+        panic!("{rest:?}")
+    };
+    assert_eq!(*finish_reason, FinishReason::Cancelled, "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn queued_cancels_and_expired_deadlines_are_answered_without_generating() {
     let server = nats();
     let client = server.client().await;

@@ -301,20 +301,13 @@ fn failed_record(
         kind: dead.reason.error_kind(),
         message: dead.reason.client_message(&dead.stream),
     };
-    let base = current.unwrap_or_else(|| StoredResult {
-        request_id: request_id.clone(),
-        model: ModelName::default_model(),
-        status: ResultStatus::Queued,
-        text: String::new(),
-        finish_reason: None,
-        usage: Default::default(),
-        timings: Default::default(),
-        sources: Vec::new(),
-        error: None,
-        attempt: 0,
-        created_at_ms: wire::now_ms(),
-        finished_at_ms: 0,
-        replay_of: None,
+    // a streamed request has no record until a worker writes one
+    let base = current.unwrap_or_else(|| {
+        StoredResult::queued(
+            request_id.clone(),
+            ModelName::default_model(),
+            wire::now_ms(),
+        )
     });
     StoredResult {
         status: ResultStatus::Failed,

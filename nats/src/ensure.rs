@@ -100,7 +100,8 @@ impl Default for Limits {
             },
             retrieval_ack_wait: Duration::from_secs(30),
             inference_ack_wait: Duration::from_secs(30),
-            max_deliveries: 5,
+            // each worker that dies holding a job spends one of them
+            max_deliveries: 10,
             max_ack_pending: 10_000,
         }
     }

@@ -190,23 +190,12 @@ fn encode(result: &StoredResult) -> Result<bytes::Bytes, NotAcked> {
 mod tests {
     use super::*;
     use crate::ids::ModelName;
-    use crate::wire::{Timings, Usage};
 
     fn record(status: ResultStatus, attempt: u32) -> StoredResult {
         StoredResult {
-            request_id: RequestId::generate(),
-            model: ModelName::default_model(),
             status,
-            text: String::new(),
-            finish_reason: None,
-            usage: Usage::default(),
-            timings: Timings::default(),
-            sources: Vec::new(),
-            error: None,
             attempt,
-            created_at_ms: 1,
-            finished_at_ms: 0,
-            replay_of: None,
+            ..StoredResult::queued(RequestId::generate(), ModelName::default_model(), 1)
         }
     }
 

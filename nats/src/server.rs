@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// JetStream store directory.
     pub store_dir: PathBuf,
     pub log_file: PathBuf,
+    /// Fsync every JetStream write before acking it (`sync_interval: always`); `false`
+    /// keeps nats-server's default (every 2 minutes), for measuring what it costs.
+    pub sync_always: bool,
 }
 
 /// `$NATS_SERVER_BIN`, else `nats-server` on `PATH`.
@@ -99,9 +102,14 @@ pub fn spawn(config: &ServerConfig, ready_timeout: Duration) -> Result<Child, Se
 fn write_config_file(config: &ServerConfig) -> std::io::Result<PathBuf> {
     let store = config.store_dir.display().to_string();
     let quoted = serde_json::to_string(&store).map_err(std::io::Error::other)?;
+    let sync = if config.sync_always {
+        "  sync_interval: always\n"
+    } else {
+        ""
+    };
     let text = format!(
         "# written by cauce for a locally started nats-server\n\
-         jetstream {{\n  store_dir: {quoted}\n  sync_interval: always\n}}\n"
+         jetstream {{\n  store_dir: {quoted}\n{sync}}}\n"
     );
     let path = config.store_dir.with_extension("conf");
     std::fs::write(&path, text)?;

@@ -26,6 +26,12 @@ impl NatsServer {
     /// Starts a server on a free port with a fresh store directory and waits until it
     /// accepts clients with JetStream enabled.
     pub fn start() -> Result<Self, ServerError> {
+        Self::start_syncing(true)
+    }
+
+    /// [`start`](Self::start), fsyncing every write (`true`, what cauce runs) or with
+    /// nats-server's default interval (`false`), for benchmarks of the difference.
+    pub fn start_syncing(sync_always: bool) -> Result<Self, ServerError> {
         let binary = server::find_binary()?;
         let store = tempfile::Builder::new()
             .prefix("cauce-nats-test-")
@@ -36,6 +42,7 @@ impl NatsServer {
             port: TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
             store_dir: store.path().join("jetstream"),
             log_file: server::log_file_for(store.path()),
+            sync_always,
         };
         let child = server::spawn(&config, READY_TIMEOUT)?;
         Ok(Self {

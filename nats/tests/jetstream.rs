@@ -292,3 +292,47 @@ async fn restart_keeps_jetstream_data_and_clients_reconnect() -> Result {
     assert_eq!(state.messages, 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_finished_request_is_never_moved_back_by_a_late_writer() -> Result {
+    use cauce_nats::wire::{ResultStatus, StoredResult};
+    use cauce_nats::{RequestId, Results, Written};
+    let nats = server();
+    let js = jetstream::new(nats.client().await);
+    apply(&js, &Limits::default()).await?;
+    let results = Results::open(&js).await?;
+    let limit = Duration::from_secs(5);
+    let queued = StoredResult::queued(RequestId::generate(), ModelName::default_model(), 1);
+    results.create(&queued, limit).await?;
+    let running = |attempt| StoredResult {
+        status: ResultStatus::Running,
+        attempt,
+        ..queued.clone()
+    };
+    assert_eq!(results.advance(&running(2), limit).await?, Written::Stored);
+    // the slow first attempt cannot take the record back from the second
+    assert!(matches!(
+        results.advance(&running(1), limit).await?,
+        Written::Refused(_)
+    ));
+    let done = StoredResult {
+        status: ResultStatus::Done,
+        text: "the answer".into(),
+        ..running(2)
+    };
+    assert_eq!(results.advance(&done, limit).await?, Written::Stored);
+    for late in [
+        running(3),
+        StoredResult {
+            status: ResultStatus::Failed,
+            ..running(1)
+        },
+    ] {
+        match results.advance(&late, limit).await? {
+            Written::Refused(current) => assert_eq!(*current, done),
+            Written::Stored => panic!("{late:?} moved a finished request"),
+        }
+    }
+    assert_eq!(results.get(&queued.request_id).await?, Some(done));
+    Ok(())
+}

@@ -98,7 +98,8 @@ pub struct LimitsArgs {
     /// Size bound of the response cache bucket, in bytes [default: 268435456]
     #[arg(long, env = "CAUCE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<i64>,
-    /// Deliveries of a question or prompt job before it becomes a dead letter [default: 5]
+    /// Deliveries of a question or prompt job before it becomes a dead letter; a worker
+    /// that dies holding a job spends one [default: 10]
     #[arg(long, env = "CAUCE_MAX_DELIVERIES")]
     pub max_deliveries: Option<i64>,
     /// How long a retrieval worker may hold a question without acking before it is
@@ -282,7 +283,7 @@ mod tests {
         let message = asked.agree_with(&server).unwrap_err().to_string();
         for part in [
             "ack_wait of consumer QUESTIONS/retrieval is 30s but --retrieval-ack-wait asks for 10s",
-            "max_deliver of the work consumers is 5 but --max-deliveries asks for 9",
+            "max_deliver of the work consumers is 10 but --max-deliveries asks for 9",
             "`cauce nats apply --max-deliveries 9 --retrieval-ack-wait 10s`",
         ] {
             assert!(message.contains(part), "{message}");

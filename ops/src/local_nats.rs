@@ -71,6 +71,7 @@ pub fn find_or_start(nats_url: &str, home: &Path) -> anyhow::Result<Option<Local
     let binary = server::find_binary()?;
     let store_dir = home.join("nats");
     let config = ServerConfig {
+        sync_always: true,
         binary,
         host: if host == "localhost" {
             "127.0.0.1".into()

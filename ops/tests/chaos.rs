@@ -33,6 +33,11 @@ fn assert_every_request_ended(report: &Value) {
         report["done"].as_u64().unwrap() + report["failed"].as_u64().unwrap(),
         "{report:#}"
     );
+    assert!(report["poisoned"].as_u64().unwrap() >= 1, "{report:#}");
+    assert_eq!(
+        report["poisoned"], report["poisoned_failed_with_reason"],
+        "{report:#}"
+    );
 }
 
 /// One test, so that the two runs do not share the machine's cores with each other.

@@ -20,7 +20,7 @@ use cauce_nats::wire::{
     self, CacheEntry, ChatRequest, Event, EventBody, Passage, PromptJob, ResultStatus,
     StoredResult, Timings,
 };
-use cauce_nats::wire::{ErrorKind, StoredError, Usage};
+use cauce_nats::wire::{ErrorKind, StoredError};
 use cauce_nats::{ModelName, Need, Results, names};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -255,6 +255,18 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
             return;
         }
     };
+    if wire::now_ms() > request.deadline_ms {
+        warn!(request_id = %request.id, attempt, "deadline passed before retrieval");
+        let error = StoredError {
+            kind: ErrorKind::DeadlineExceeded,
+            message: "the request's deadline passed while it was queued; send it again".into(),
+        };
+        end_failed(shared, &request, attempt, error).await;
+        if let Err(err) = message.ack().await {
+            warn!(request_id = %request.id, error = %err, "question ack failed");
+        }
+        return;
+    }
     let request_id = request.id.clone();
     let request_for_failure = request.clone();
     let opted_out = message
@@ -283,7 +295,15 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         }
         Err(err) => {
             error!(request_id = %request_id, attempt, error = %err, kind = err.kind(), "question failed on its last delivery");
-            fail_for_good(shared, &request_for_failure, attempt, &err).await;
+            let error = StoredError {
+                kind: ErrorKind::DeliveriesExhausted,
+                message: format!(
+                    "retrieving the context failed on all {attempt} deliveries ({}); \
+                     send the request again later",
+                    err.kind()
+                ),
+            };
+            end_failed(shared, &request_for_failure, attempt, error).await;
             if let Err(err) = message.ack_with(AckKind::Term).await {
                 warn!(request_id = %request_id, error = %err, "terminating the question failed");
             }
@@ -325,31 +345,21 @@ fn is_last(max_deliveries: i64, attempt: u32) -> bool {
     max_deliveries > 0 && i64::from(attempt) >= max_deliveries
 }
 
-/// Ends a request whose question failed on its last delivery, as the inference worker
-/// does: a `failed` record, then the `error` event, unless it has ended already.
-async fn fail_for_good(shared: &Shared, request: &ChatRequest, attempt: u32, err: &Error) {
-    let error = StoredError {
-        kind: ErrorKind::DeliveriesExhausted,
-        message: format!(
-            "retrieving the context failed on all {attempt} deliveries ({}); \
-             send the request again later",
-            err.kind()
-        ),
-    };
+/// Ends a request that retrieval gives up on (its last delivery failed, its deadline
+/// passed), as the inference worker does: a `failed` record, then the `error` event,
+/// unless it has ended already.
+async fn end_failed(shared: &Shared, request: &ChatRequest, attempt: u32, error: StoredError) {
     let failed = StoredResult {
-        request_id: request.id.clone(),
-        model: request.model.clone(),
         status: ResultStatus::Failed,
-        text: String::new(),
-        finish_reason: None,
-        usage: Usage::default(),
-        timings: Timings::default(),
-        sources: Vec::new(),
         error: Some(error.clone()),
         attempt,
-        created_at_ms: request.created_at_ms,
         finished_at_ms: wire::now_ms(),
         replay_of: request.replay_of.clone(),
+        ..StoredResult::queued(
+            request.id.clone(),
+            request.model.clone(),
+            request.created_at_ms,
+        )
     };
     match shared.results.advance(&failed, FAIL_WRITE_LIMIT).await {
         Ok(cauce_nats::Written::Stored) => {}

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use cauce_nats::wire::{self, PromptJob, Role};
+use cauce_nats::wire::{self, ErrorKind, EventBody, PromptJob, ResultStatus, Role};
 use cauce_nats::{Limits, names};
 use common::*;
 use futures::StreamExt;
@@ -298,5 +298,75 @@ async fn an_index_that_cannot_be_updated_is_reported_not_served_as_fresh() -> Re
     assert!(error.contains("index"), "{error}");
     // the worker is still there, answering from what it has
     ask(&js, "gateway port").await?;
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn a_question_past_its_deadline_ends_failed_without_a_prompt_job() -> Result {
+    let nats = server();
+    let limits = Limits::default();
+    let js = jetstream(&nats, &limits).await?;
+    let dir = tempfile::tempdir()?;
+    ingest(&js, &corpus(dir.path())?, false).await?;
+    let worker = Worker::start(&nats, &dir.path().join("index"), &limits).await;
+
+    let mut late = request(&[(Role::User, "gateway port")]);
+    late.deadline_ms = late.created_at_ms - 1;
+    let event = ask_request(&js, &late).await?;
+    match event.body {
+        EventBody::Error { kind, .. } => assert_eq!(kind, ErrorKind::DeadlineExceeded),
+        other => panic!("an error event, not {other:?}"),
+    }
+    let results = cauce_nats::Results::open(&js).await?;
+    let stored = results.get(&late.id).await?.expect("a record");
+    assert_eq!(stored.status, ResultStatus::Failed);
+    let prompts = js
+        .get_stream(names::PROMPTS)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(prompts, 0, "no prompt job was published");
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn a_question_that_fails_on_every_delivery_ends_failed_with_an_error_event() -> Result {
+    let nats = server();
+    let limits = Limits {
+        max_deliveries: 2,
+        ..Limits::default()
+    };
+    let js = jetstream(&nats, &limits).await?;
+    let dir = tempfile::tempdir()?;
+    ingest(&js, &corpus(dir.path())?, false).await?;
+    let worker = Worker::start(&nats, &dir.path().join("index"), &limits).await;
+    ask(&js, "gateway port").await?;
+    // no stream takes prompt jobs any more: every delivery fails to publish one
+    js.delete_stream(names::PROMPTS).await?;
+
+    let question = request(&[(Role::User, "gateway port")]);
+    let mut events = js
+        .client()
+        .subscribe(names::events_subject(&question.gateway, &question.id))
+        .await?;
+    js.publish(names::QUESTIONS_SUBJECT, wire::encode(&question)?)
+        .await?
+        .await?;
+    let error = loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await?
+            .expect("events");
+        let event: wire::Event = wire::decode(&message.payload)?;
+        if let EventBody::Error { kind, .. } = event.body {
+            break kind;
+        }
+    };
+    assert_eq!(error, ErrorKind::DeliveriesExhausted);
+    let results = cauce_nats::Results::open(&js).await?;
+    let stored = results.get(&question.id).await?.expect("a record");
+    assert_eq!(stored.status, ResultStatus::Failed);
+    assert_eq!(stored.attempt, 2);
     worker.stop().await
 }

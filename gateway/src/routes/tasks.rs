@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cauce_nats::wire::{self, ResultStatus, StoredResult, Timings, Usage};
+use cauce_nats::wire::{self, ResultStatus, StoredResult};
 use cauce_nats::{RequestId, Written};
 use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
@@ -46,21 +46,7 @@ pub async fn create(
     let now_ms = wire::now_ms();
     let timeout_ms = state.config.request_timeout.as_millis() as u64;
     let request = valid.to_wire(id.clone(), state.config.id.clone(), now_ms, timeout_ms);
-    let queued = StoredResult {
-        request_id: id.clone(),
-        model: valid.model.clone(),
-        status: ResultStatus::Queued,
-        text: String::new(),
-        finish_reason: None,
-        usage: Usage::default(),
-        timings: Timings::default(),
-        sources: Vec::new(),
-        error: None,
-        attempt: 0,
-        created_at_ms: now_ms,
-        finished_at_ms: 0,
-        replay_of: None,
-    };
+    let queued = StoredResult::queued(id.clone(), valid.model.clone(), now_ms);
     // queued is made first: a worker's `running` can only move it forward
     state
         .results

@@ -72,6 +72,27 @@ impl ResultStatus {
     }
 }
 
+impl StoredResult {
+    /// The record of a request that nothing has happened to yet: `queued`, empty.
+    pub fn queued(request_id: RequestId, model: ModelName, created_at_ms: u64) -> Self {
+        Self {
+            request_id,
+            model,
+            status: ResultStatus::Queued,
+            text: String::new(),
+            finish_reason: None,
+            usage: Usage::default(),
+            timings: Timings::default(),
+            sources: Vec::new(),
+            error: None,
+            attempt: 0,
+            created_at_ms,
+            finished_at_ms: 0,
+            replay_of: None,
+        }
+    }
+}
+
 impl Wire for StoredResult {
     const WHAT: &'static str = "stored result";
 }

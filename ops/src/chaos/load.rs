@@ -39,7 +39,8 @@ pub enum TaskEnd {
     },
 }
 
-/// A chat body: a short answer, a fresh seed so the response cache never answers.
+/// A chat body: a short answer, a fresh seed so the response cache never answers, one
+/// retrieved passage (retrieval runs, prompts stay short on a CPU).
 pub fn body(index: usize, max_tokens: u32, stream: bool) -> Value {
     let topics = [
         "What is a retrieval worker?",
@@ -53,8 +54,25 @@ pub fn body(index: usize, max_tokens: u32, stream: bool) -> Value {
         "temperature": 0.7,
         "seed": 1_000_000 + index,
         "messages": [{"role": "user", "content": format!("{} ({index})", topics[index % topics.len()])}],
+        "cauce": {"top_k": 1},
     })
 }
+
+/// A poison request: valid for the gateway, impossible for every worker (its prompt
+/// is longer than any sequence's context), so it must end `failed` with that reason.
+pub fn poison(index: usize, stream: bool) -> Value {
+    let long = "lighthouse keeper ".repeat(1500);
+    json!({
+        "stream": stream,
+        "max_tokens": 8,
+        "seed": 2_000_000 + index,
+        "messages": [{"role": "user", "content": long}],
+        "cauce": {"retrieval": false},
+    })
+}
+
+/// The error code a poison request must end with.
+pub const POISON_CODE: &str = "context_overflow";
 
 /// Sends one streamed request and reads it to its end.
 pub async fn stream_one(client: &reqwest::Client, base: &str, body: Value) -> StreamEnd {

@@ -9,11 +9,16 @@
 //! - `workers`: one inference worker is SIGKILLed and started again every 5 s, the
 //!   retrieval worker every 15 s;
 //! - `nats`: the nats-server is SIGKILLed and started again twice (on the same store);
-//! - `both`: all of that.
+//! - `both`: all of that;
+//! - `cluster`: on a 3-node NATS cluster with replicas 3, one node is SIGKILLed halfway
+//!   through and stays down.
 //!
 //! After the load it waits (`--settle`) for every task to end, and reports accepted /
 //! done / failed / lost and how every stream ended (`[DONE]`, an error event, or cut).
-//! It exits non-zero when a request was lost or a stream was cut.
+//! It exits non-zero when a request was lost, a stream was cut, or a poisoned request
+//! (every `--poison-every`th: a prompt longer than the context) did not end failed with
+//! its reason. Other failures (a job whose every delivery died with its worker) are
+//! counted, not fatal.
 
 mod load;
 mod procs;
@@ -41,6 +46,8 @@ pub enum Scenario {
     Workers,
     Nats,
     Both,
+    /// A 3-node cluster (replicas 3) loses one node, for good, halfway through.
+    Cluster,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +64,10 @@ pub struct ChaosArgs {
     /// Tokens per answer
     #[arg(long, default_value_t = 24)]
     max_tokens: u32,
+    /// Every Nth request is a poison one (a prompt longer than the context), which
+    /// must end failed with its reason; 0 sends none
+    #[arg(long, default_value_t = 10)]
+    poison_every: usize,
     /// Ack wait of both work consumers
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ack_wait: Duration,
@@ -89,12 +100,21 @@ pub struct Report {
     pub done: usize,
     pub failed: usize,
     pub lost: usize,
+    /// Poison requests sent, and how many of them ended failed with their reason.
+    pub poisoned: usize,
+    pub poisoned_failed_with_reason: usize,
     pub streams_done: usize,
     pub streams_error: usize,
     pub streams_cut: usize,
     pub inference_kills: u32,
     pub retrieval_kills: u32,
     pub nats_restarts: u32,
+    pub nats_nodes_killed: u32,
+    /// `GET /readyz` probed every 200 ms through the run: how many, and how long they
+    /// took (whatever they answered).
+    pub readyz_probes: usize,
+    pub readyz_p50_ms: f64,
+    pub readyz_p99_ms: f64,
     /// Every request's end, in the order they were sent.
     pub streams: Vec<StreamEnd>,
     pub tasks: Vec<TaskEnd>,
@@ -102,6 +122,9 @@ pub struct Report {
 
 impl Report {
     fn add_stream(&mut self, end: StreamEnd) {
+        if matches!(&end, StreamEnd::Error { code } if code == load::POISON_CODE) {
+            self.poisoned_failed_with_reason += 1;
+        }
         match &end {
             StreamEnd::Done => {
                 self.done += 1;
@@ -124,6 +147,9 @@ impl Report {
     }
 
     fn add_task(&mut self, end: TaskEnd) {
+        if matches!(&end, TaskEnd::Failed { code } if code == load::POISON_CODE) {
+            self.poisoned_failed_with_reason += 1;
+        }
         match &end {
             TaskEnd::Done => self.done += 1,
             TaskEnd::Failed { .. } | TaskEnd::Cancelled => self.failed += 1,
@@ -138,22 +164,29 @@ impl Report {
 
     fn render(&self) -> String {
         format!(
-            "chaos {:?} for {:.0} s: {} kills of inference workers, {} of retrieval, {} nats-server restarts\n\
-             requests  accepted {}  refused {}  done {}  failed {}  lost {}\n\
-             streams   [DONE] {}  error event {}  cut {}",
+            "chaos {:?} for {:.0} s: {} kills of inference workers, {} of retrieval, {} nats-server restarts, {} cluster nodes killed\n\
+             requests  accepted {}  refused {}  done {}  failed {}  lost {}  (poisoned {}, of which failed with their reason {})\n\
+             streams   [DONE] {}  error event {}  cut {}\n\
+             /readyz   {} probes, p50 {:.1} ms, p99 {:.1} ms",
             self.scenario.unwrap_or(Scenario::Workers),
             self.duration_s,
             self.inference_kills,
             self.retrieval_kills,
             self.nats_restarts,
+            self.nats_nodes_killed,
             self.accepted,
             self.refused,
             self.done,
             self.failed,
             self.lost,
+            self.poisoned,
+            self.poisoned_failed_with_reason,
             self.streams_done,
             self.streams_error,
             self.streams_cut,
+            self.readyz_probes,
+            self.readyz_p50_ms,
+            self.readyz_p99_ms,
         )
     }
 }
@@ -181,8 +214,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         parts,
         stop.clone(),
     ));
+    let prober = tokio::spawn(probe_readiness(base.clone(), stop.clone()));
     let report = drive_load(&args, &base).await;
     stop.cancel();
+    let probes = prober.await.context("the probing task")?;
     let parts = breaker.await.context("the breaking task")?;
     let mut report = report;
     report.scenario = Some(args.scenario);
@@ -190,6 +225,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     report.inference_kills = parts.inference.iter().map(|c| c.kills).sum();
     report.retrieval_kills = parts.retrieval.kills;
     report.nats_restarts = parts.nats.restarts;
+    report.nats_nodes_killed = parts.nats.nodes_killed;
+    report.readyz_probes = probes.len();
+    report.readyz_p50_ms = percentile(&probes, 0.50);
+    report.readyz_p99_ms = percentile(&probes, 0.99);
     println!("{}", report.render());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -201,6 +240,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     if report.lost > 0 {
         anyhow::bail!("{} accepted requests were lost", report.lost);
+    }
+    if report.poisoned_failed_with_reason < report.poisoned {
+        anyhow::bail!(
+            "only {} of {} poisoned requests ended failed with their reason",
+            report.poisoned_failed_with_reason,
+            report.poisoned
+        );
     }
     if report.accepted == 0 {
         anyhow::bail!("no request was accepted; the logs are in {}", dir.display());
@@ -240,6 +286,7 @@ async fn break_things(
 ) -> Parts {
     let workers = matches!(scenario, Scenario::Workers | Scenario::Both);
     let nats = matches!(scenario, Scenario::Nats | Scenario::Both);
+    let mut node_killed = scenario != Scenario::Cluster;
     let start = Instant::now();
     let nats_at = [timing.duration / 3, timing.duration * 2 / 3];
     let (mut next_inference, mut next_retrieval) = (timing.inference_every, timing.retrieval_every);
@@ -256,6 +303,10 @@ async fn break_things(
         if workers && now >= next_retrieval {
             restart(&mut parts.retrieval);
             next_retrieval += timing.retrieval_every;
+        }
+        if !node_killed && now >= timing.duration / 2 {
+            parts.nats.kill_a_node();
+            node_killed = true;
         }
         if nats && nats_done < nats_at.len() && now >= nats_at[nats_done] {
             let down = Duration::from_secs(2);
@@ -282,10 +333,22 @@ async fn drive_load(args: &ChaosArgs, base: &str) -> Report {
     let pace = args.duration / args.requests.max(1) as u32;
     let mut streams = Vec::new();
     let mut tasks = Vec::new();
+    let mut report = Report::default();
     for index in 0..args.requests {
         let (client, base) = (client.clone(), base.to_string());
-        let stream = index % 2 == 0;
-        let body = load::body(index, args.max_tokens, stream);
+        let poisoned = args.poison_every > 0 && index % args.poison_every == args.poison_every - 1;
+        // poison ones alternate too, whatever the parity of `--poison-every`
+        let stream = if poisoned {
+            (index / args.poison_every).is_multiple_of(2)
+        } else {
+            index % 2 == 0
+        };
+        let body = if poisoned {
+            report.poisoned += 1;
+            load::poison(index, stream)
+        } else {
+            load::body(index, args.max_tokens, stream)
+        };
         if stream {
             streams.push(tokio::spawn(async move {
                 load::stream_one(&client, &base, body).await
@@ -297,7 +360,6 @@ async fn drive_load(args: &ChaosArgs, base: &str) -> Report {
         }
         tokio::time::sleep(pace).await;
     }
-    let mut report = Report::default();
     let deadline = Instant::now() + args.settle;
     for task in tasks {
         let end = match task.await {
@@ -328,16 +390,20 @@ async fn drive_load(args: &ChaosArgs, base: &str) -> Report {
 /// Starts nats-server, sets up the objects, ingests the corpus, starts the components
 /// and waits until the gateway is ready.
 async fn start(args: &ChaosArgs, dir: &std::path::Path) -> anyhow::Result<Service> {
-    let nats = tokio::task::block_in_place(|| Nats::start(dir, free_port()?))?;
+    let nats = tokio::task::block_in_place(|| match args.scenario {
+        Scenario::Cluster => Nats::cluster(dir),
+        _ => Nats::single(dir),
+    })?;
     let url = nats.url();
     let client = connect(&ConnectOptions::new(&url, "cauce-chaos")).await?;
     let js = jetstream::new(client.clone());
     let limits = Limits {
+        replicas: if nats.is_cluster() { 3 } else { 1 },
         retrieval_ack_wait: args.ack_wait,
         inference_ack_wait: args.ack_wait,
         ..Limits::default()
     };
-    cauce_nats::apply(&js, &limits).await?;
+    apply_when_elected(&js, &limits).await?;
     let docs = crate::up::write_bundled_docs(dir)?;
     let options = IngestOptions {
         paths: vec![docs],
@@ -403,6 +469,50 @@ async fn start(args: &ChaosArgs, dir: &std::path::Path) -> anyhow::Result<Servic
     }
     wait_ready(&service.base, Duration::from_secs(180)).await?;
     Ok(service)
+}
+
+/// Times `GET /readyz` every 200 ms until `stop`; the latencies in milliseconds.
+async fn probe_readiness(base: String, stop: CancellationToken) -> Vec<f64> {
+    let client = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    while !stop.is_cancelled() {
+        let started = Instant::now();
+        let probe = client
+            .get(format!("{base}/readyz"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if probe.is_ok() {
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    latencies
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    sorted[((last as f64) * q).round() as usize]
+}
+
+/// Applies the limits, retrying while a cluster elects its JetStream meta leader.
+async fn apply_when_elected(js: &jetstream::Context, limits: &Limits) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..120 {
+        match cauce_nats::apply(js, limits).await {
+            Ok(_) => return Ok(()),
+            Err(err) => last = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("apply never ran"), Into::into))
 }
 
 async fn wait_ready(base: &str, patience: Duration) -> anyhow::Result<()> {

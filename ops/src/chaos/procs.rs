@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use cauce_nats::server::{self, ServerConfig};
+use cauce_nats::server;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -78,53 +78,160 @@ impl Drop for Component {
     }
 }
 
-/// The run's nats-server: one port and one store, across restarts.
+/// The run's NATS: one nats-server, or a 3-node cluster from the configs in
+/// `ops/nats/` (ports moved to free ones); each node keeps its port and store across
+/// restarts.
 pub struct Nats {
-    config: ServerConfig,
-    child: Option<Child>,
+    nodes: Vec<NatsNode>,
     pub restarts: u32,
+    pub nodes_killed: u32,
 }
 
-impl Nats {
-    pub fn start(dir: &Path, port: u16) -> anyhow::Result<Self> {
-        let store_dir = dir.join("nats");
-        let config = ServerConfig {
-            binary: server::find_binary()?,
-            host: "127.0.0.1".into(),
-            port,
-            log_file: server::log_file_for(&store_dir),
-            store_dir,
-        };
-        let child = server::spawn(&config, Duration::from_secs(20))?;
-        Ok(Self {
-            config,
-            child: Some(child),
-            restarts: 0,
-        })
+struct NatsNode {
+    binary: PathBuf,
+    config_file: PathBuf,
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+const CLUSTER_CONFIGS: [&str; 3] = [
+    include_str!("../../nats/cluster-a.conf"),
+    include_str!("../../nats/cluster-b.conf"),
+    include_str!("../../nats/cluster-c.conf"),
+];
+
+impl NatsNode {
+    fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(&self.log)?;
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.config_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        for _ in 0..300 {
+            if server::answers("127.0.0.1", self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!(
+            "nats-server on port {} did not answer; see {}",
+            self.port,
+            self.log.display()
+        )
     }
 
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.config.port)
-    }
-
-    /// SIGKILL (a crash: only what was fsynced survives), a pause, then the same
-    /// server again on the same port and store.
-    pub fn crash_and_restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Nats {
+    /// One server with its store in `dir`.
+    pub fn single(dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let store = serde_json::to_string(&dir.join("nats").display().to_string())?;
+        let config = format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: {store}\n  sync_interval: always\n}}\n"
+        );
+        Self::start(dir, vec![(port, config)])
+    }
+
+    /// The three nodes of `ops/nats/cluster-*.conf`, their ports replaced by free ones.
+    pub fn cluster(dir: &Path) -> anyhow::Result<Self> {
+        let mut moved = Vec::new();
+        for node in 0..3u16 {
+            for example in [4222, 6222, 8222] {
+                moved.push((format!("127.0.0.1:{}", example + node), free_port()?));
+            }
+        }
+        let mut configs = Vec::new();
+        for (node, template) in CLUSTER_CONFIGS.iter().enumerate() {
+            let mut config = template.to_string();
+            for (example, free) in &moved {
+                config = config.replace(example, &format!("127.0.0.1:{free}"));
+            }
+            let store = dir.join(format!("nats-{node}"));
+            let store = serde_json::to_string(&store.display().to_string())?;
+            config = config.replacen(
+                "jetstream {",
+                &format!("jetstream {{\n  store_dir: {store}"),
+                1,
+            );
+            configs.push((moved[node * 3].1, config));
+        }
+        Self::start(dir, configs)
+    }
+
+    fn start(dir: &Path, configs: Vec<(u16, String)>) -> anyhow::Result<Self> {
+        let binary = server::find_binary()?;
+        let mut nodes = Vec::new();
+        for (i, (port, config)) in configs.into_iter().enumerate() {
+            let config_file = dir.join(format!("nats-{i}.conf"));
+            std::fs::write(&config_file, config)?;
+            let log = dir.join(format!("nats-{i}.log"));
+            let (binary, child) = (binary.clone(), None);
+            nodes.push(NatsNode {
+                binary,
+                config_file,
+                port,
+                log,
+                child,
+            });
+        }
+        for node in &mut nodes {
+            node.start()?;
+        }
+        Ok(Self {
+            nodes,
+            restarts: 0,
+            nodes_killed: 0,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// SIGKILL of the first node (a crash: only what was fsynced survives), a pause,
+    /// then the same node again on its port and store.
+    pub fn crash_and_restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
+        self.nodes[0].kill();
         std::thread::sleep(down_for);
-        self.child = Some(server::spawn(&self.config, Duration::from_secs(30))?);
+        self.nodes[0].start()?;
         self.restarts += 1;
         Ok(())
+    }
+
+    /// SIGKILL of one node of a cluster, for good: the other two keep a quorum.
+    pub fn kill_a_node(&mut self) {
+        if let Some(node) = self.nodes.last_mut() {
+            node.kill();
+            self.nodes_killed += 1;
+        }
     }
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            server::stop(&mut child, Duration::from_secs(5));
+        for node in &mut self.nodes {
+            node.kill();
         }
     }
 }

@@ -89,6 +89,7 @@ impl LocalNats {
             .tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = ServerConfig {
+            sync_always: true,
             binary: server::find_binary()?,
             host: "127.0.0.1".into(),
             port,
