@@ -1,9 +1,13 @@
 //! Optional API keys and the per-client rate limit, as middleware in front of `/v1`.
 //!
-//! A client is named by its API key when it sends one (a short fingerprint, never the
-//! key itself) and by its address otherwise; that name keys the rate limit.
+//! With keys configured a client is named by its key (a short fingerprint, never the
+//! key itself); without, by its address (see [`crate::ratelimit`]), never by a token it
+//! sends, which it could change at will. That name keys the rate limit.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
@@ -17,29 +21,127 @@ use crate::state::AppState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientName(pub String);
 
-/// Accepted keys, compared in time independent of where they differ.
+/// Accepted keys, compared in time independent of where they differ: the keys given
+/// on the command line, and those of the keys file, which [`ApiKeys::keep_fresh`]
+/// reads again when it changes or on SIGHUP, without a restart.
 #[derive(Clone, Default)]
-pub struct ApiKeys(Vec<Vec<u8>>);
+pub struct ApiKeys {
+    fixed: Vec<Vec<u8>>,
+    from_file: Arc<RwLock<Vec<Vec<u8>>>>,
+}
 
 impl ApiKeys {
     pub fn new(keys: &[String]) -> Self {
-        Self(
-            keys.iter()
-                .filter(|k| !k.is_empty())
-                .map(|k| k.as_bytes().to_vec())
-                .collect(),
-        )
+        Self {
+            fixed: as_bytes(keys),
+            from_file: Arc::default(),
+        }
+    }
+
+    /// The keys given, and those of `file` (read now: a file that cannot be read is an
+    /// error at start, not a gateway that accepts no key).
+    pub fn with_file(keys: &[String], file: Option<&Path>) -> std::io::Result<Self> {
+        let api_keys = Self::new(keys);
+        if let Some(file) = file {
+            api_keys.replace_file_keys(&read_keys_file(file)?);
+        }
+        Ok(api_keys)
     }
 
     pub fn required(&self) -> bool {
-        !self.0.is_empty()
+        !self.fixed.is_empty() || !self.file_keys().is_empty()
     }
 
     pub fn accepts(&self, candidate: &str) -> bool {
         let candidate = candidate.as_bytes();
-        self.0
+        let file_keys = self.file_keys();
+        self.fixed
             .iter()
+            .chain(file_keys.iter())
             .fold(false, |found, key| found | constant_time_eq(key, candidate))
+    }
+
+    fn file_keys(&self) -> std::sync::RwLockReadGuard<'_, Vec<Vec<u8>>> {
+        self.from_file.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replace_file_keys(&self, keys: &[String]) {
+        *self.from_file.write().unwrap_or_else(|p| p.into_inner()) = as_bytes(keys);
+    }
+
+    /// Reads `file` again whenever its modification time changes (looked at every
+    /// `every`) or the process gets SIGHUP, until `cancel` fires. A file that cannot be
+    /// read keeps the keys read last.
+    pub async fn keep_fresh(
+        self,
+        file: PathBuf,
+        every: Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        let mut hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut seen = modified(&file);
+        loop {
+            let hangup = async {
+                match hangups.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let forced = tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = hangup => true,
+                () = tokio::time::sleep(every) => false,
+            };
+            let now = modified(&file);
+            if !forced && now == seen {
+                continue;
+            }
+            seen = now;
+            match read_keys_file(&file) {
+                Ok(keys) => {
+                    self.replace_file_keys(&keys);
+                    tracing::info!(file = %file.display(), keys = keys.len(), "API keys reloaded");
+                }
+                Err(err) => {
+                    tracing::warn!(file = %file.display(), error = %err, "cannot read the API keys file; keeping the keys read before");
+                }
+            }
+        }
+    }
+}
+
+fn as_bytes(keys: &[String]) -> Vec<Vec<u8>> {
+    keys.iter()
+        .filter(|k| !k.is_empty())
+        .map(|k| k.as_bytes().to_vec())
+        .collect()
+}
+
+fn modified(file: &Path) -> Option<SystemTime> {
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+}
+
+/// The keys of a keys file: one per line, `#` starts a comment line.
+pub fn read_keys_file(file: &Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(file)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+/// Whether a request may read `/metrics`: always, unless the gateway is told to keep
+/// them behind its API keys.
+pub fn may_read_metrics(state: &AppState, request_key: Option<&str>) -> Result<(), Error> {
+    if !state.config.metrics_need_key || !state.api_keys.required() {
+        return Ok(());
+    }
+    match request_key {
+        None => Err(Error::MissingApiKey),
+        Some(key) if state.api_keys.accepts(key) => Ok(()),
+        Some(_) => Err(Error::InvalidApiKey),
     }
 }
 
@@ -59,11 +161,12 @@ fn fingerprint(key: &str) -> String {
 }
 
 fn bearer(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    bearer_of(request.headers())
+}
+
+/// The bearer token of an `Authorization` header.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

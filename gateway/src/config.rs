@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     pub default_model: ModelName,
     /// Accepted `Authorization: Bearer` keys; empty means no key is needed.
     pub api_keys: Vec<String>,
+    /// A file of more keys, one per line, read again when it changes or on SIGHUP.
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// With API keys configured, `/metrics` needs one too.
+    pub metrics_need_key: bool,
     /// Streams (chat requests, task event streams) this gateway holds at once.
     pub max_in_flight: usize,
     /// Prompt jobs waiting in `PROMPTS` for one model beyond which new work is refused.
@@ -61,6 +65,8 @@ impl GatewayConfig {
             id: GatewayId::generate(),
             default_model: ModelName::default_model(),
             api_keys: Vec::new(),
+            api_keys_file: None,
+            metrics_need_key: false,
             max_in_flight: 1024,
             max_backlog: 1000,
             rate_limit: Some(RateLimit {
@@ -99,6 +105,8 @@ impl fmt::Debug for GatewayConfig {
             .field("id", &self.id.as_str())
             .field("default_model", &self.default_model.as_str())
             .field("api_keys", &keys)
+            .field("api_keys_file", &self.api_keys_file)
+            .field("metrics_need_key", &self.metrics_need_key)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_backlog", &self.max_backlog)
             .field("rate_limit", &self.rate_limit)

@@ -38,6 +38,15 @@ pub async fn serve(
         state.config.discovery_wait,
         background.clone(),
     ));
+    let keys_reloader = state.config.api_keys_file.clone().map(|file| {
+        let every = std::time::Duration::from_secs(2);
+        tokio::spawn(
+            state
+                .api_keys
+                .clone()
+                .keep_fresh(file, every, background.clone()),
+        )
+    });
     let sweeper = tokio::spawn(sweep_rate_limits(state.clone(), background.clone()));
     let dead_letters = tokio::spawn(cauce_nats::dead::notify(
         state.js.clone(),
@@ -72,6 +81,9 @@ pub async fn serve(
     let _ = dead_letters.await;
     let _ = view.await;
     let _ = sweeper.await;
+    if let Some(reloader) = keys_reloader {
+        let _ = reloader.await;
+    }
     upkeep.abort();
     tracing::info!(gateway = %state.config.id, "gateway stopped");
     Ok(outcome?)

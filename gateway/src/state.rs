@@ -53,7 +53,17 @@ impl Shared {
         );
         Ok(Self {
             rate_limiter: config.rate_limit.map(RateLimiter::new),
-            api_keys: ApiKeys::new(&config.api_keys),
+            api_keys: ApiKeys::with_file(&config.api_keys, config.api_keys_file.as_deref())
+                .map_err(|err| {
+                    Error::Serve(std::io::Error::other(format!(
+                        "reading the API keys file {}: {err}",
+                        config
+                            .api_keys_file
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display()
+                    )))
+                })?,
             config,
             client,
             js,

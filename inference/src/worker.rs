@@ -356,7 +356,9 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
     }
-    if let Some(Written::Refused(current)) = put_result(&shared, &base).await {
+    if let Some(Written::Refused(current)) = put_result(&shared, &base).await
+        && current.status.is_final()
+    {
         // ended while queued (a task cancelled through the API, a dead letter)
         debug!(request_id = %request.id, status = current.status.as_str(), "ended before it ran; dropped");
         shared.cache.release(cache_key.as_deref()).await;

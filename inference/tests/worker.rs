@@ -123,15 +123,17 @@ async fn a_cancel_sent_while_the_worker_takes_the_job_is_not_lost() {
     let job = job("Write a very long essay about the history of Rome.", long);
     let mut events = publish(&client, &job).await;
     // wait until a worker took it
-    for _ in 0..100 {
-        let consumer = jetstream::new(client.clone())
-            .get_stream(names::PROMPTS)
-            .await
-            .unwrap()
+    let prompts = jetstream::new(client.clone())
+        .get_stream(names::PROMPTS)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        // the worker makes its consumer as it starts
+        let taken = prompts
             .consumer_info(names::inference_consumer(&job.request.model))
             .await
-            .unwrap();
-        if consumer.num_ack_pending == 1 {
+            .is_ok_and(|consumer| consumer.num_ack_pending == 1);
+        if taken {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -151,6 +151,8 @@ impl ResponseCache {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Lookup::Hit(answer);
                 }
+                // our own claim, from a delivery of this request that died
+                Ok(CacheValue::Pending { request_id, .. }) if request_id == request.id => true,
                 Ok(CacheValue::Pending { .. }) if Instant::now() < wait_until => {
                     if !waited {
                         waited = true;

@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -268,10 +269,16 @@ async fn owner(
         .map_err(|e| e.to_string())?;
     let original = match stream.get_raw_message(dead.stream_seq).await {
         Ok(original) => original,
-        Err(err) => {
-            warn!(stream = dead.stream, seq = dead.stream_seq, error = %err, "dead letter's message is gone");
+        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => {
+            warn!(
+                stream = dead.stream,
+                seq = dead.stream_seq,
+                "dead letter's message is gone"
+            );
             return Ok(None);
         }
+        // a leader election, a reconnect: the advisory is handed back and tried again
+        Err(err) => return Err(err.to_string()),
     };
     let header = |name: &str| original.headers.get(name).map(|v| v.as_str().to_string());
     let ids = header(names::GATEWAY_HEADER)
@@ -281,7 +288,9 @@ async fn owner(
                 GatewayId::parse(&gateway).ok()?,
                 RequestId::parse(&request).ok()?,
             ))
-        });
+        })
+        // queued before the headers carried the gateway: the payload names it too
+        .or_else(|| ids_from_payload(&dead.stream, &original.payload));
     if ids.is_none() {
         warn!(
             stream = dead.stream,
@@ -290,6 +299,15 @@ async fn owner(
         );
     }
     Ok(ids)
+}
+
+fn ids_from_payload(stream: &str, payload: &[u8]) -> Option<(GatewayId, RequestId)> {
+    let request = if stream == names::PROMPTS {
+        wire::decode::<wire::PromptJob>(payload).ok()?.request
+    } else {
+        wire::decode::<wire::ChatRequest>(payload).ok()?
+    };
+    Some((request.gateway, request.id))
 }
 
 fn failed_record(

@@ -56,7 +56,8 @@ enum TryError {
 
 impl Transient for TryError {
     fn is_transient(&self) -> bool {
-        matches!(self, TryError::Unavailable(_))
+        // both pass: another round (after a pause) reads the record again
+        matches!(self, TryError::Unavailable(_) | TryError::Contended)
     }
 }
 
@@ -119,17 +120,27 @@ impl Results {
     /// Writes `next` if the record may move to it ([`may_move`]), retried through leader
     /// elections for up to `limit`.
     pub async fn advance(&self, next: &StoredResult, limit: Duration) -> Result<Written, NotAcked> {
+        self.advance_from(next, limit, |_| true).await
+    }
+
+    /// [`advance`](Self::advance), and only from a record that `from` accepts (a cancel
+    /// through the tasks API moves only a request no worker has started).
+    pub async fn advance_from(
+        &self,
+        next: &StoredResult,
+        limit: Duration,
+        from: fn(&StoredResult) -> bool,
+    ) -> Result<Written, NotAcked> {
         let payload = encode(next)?;
-        until_acked(limit, "storing the result", || {
-            self.try_advance(next, &payload)
-        })
-        .await
+        let attempt = || self.try_advance(next, &payload, from);
+        until_acked(limit, "storing the result", attempt).await
     }
 
     async fn try_advance(
         &self,
         next: &StoredResult,
         payload: &bytes::Bytes,
+        from: fn(&StoredResult) -> bool,
     ) -> Result<Written, TryError> {
         let key = names::request_key(&next.request_id);
         for _ in 0..MAX_RACES {
@@ -143,7 +154,9 @@ impl Results {
                         .then_some(())
                         .ok_or_else(|| TryError::Unavailable(err.to_string()))
                 }),
-                Some((_, current)) if !may_move(&current, next) => {
+                // our own write, stored by a try whose ack was lost
+                Some((_, current)) if current == *next => return Ok(Written::Stored),
+                Some((_, current)) if !may_move(&current, next) || !from(&current) => {
                     return Ok(Written::Refused(Box::new(current)));
                 }
                 Some((revision, _)) => self

@@ -42,9 +42,13 @@ pub struct GatewayHttpArgs {
     /// Accepted API keys, comma-separated; none means no key is needed
     #[arg(long, env = "CAUCE_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
-    /// File of accepted API keys, one per line ('#' starts a comment)
+    /// File of accepted API keys, one per line ('#' starts a comment); read again when
+    /// it changes or on SIGHUP, without a restart
     #[arg(long, env = "CAUCE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// With API keys configured, /metrics needs a key too
+    #[arg(long, env = "CAUCE_METRICS_NEED_KEY")]
+    pub metrics_need_key: bool,
     /// Streams this gateway holds at once; beyond it new requests get 503
     #[arg(long, env = "CAUCE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -88,7 +92,7 @@ impl GatewayHttpArgs {
 
     /// The gateway configuration these flags describe.
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let mut api_keys: Vec<String> = self
+        let api_keys: Vec<String> = self
             .api_keys
             .iter()
             .flat_map(|keys| keys.split(','))
@@ -96,16 +100,6 @@ impl GatewayHttpArgs {
             .filter(|k| !k.is_empty())
             .map(String::from)
             .collect();
-        if let Some(path) = &self.api_keys_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the API keys file {}", path.display()))?;
-            api_keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
-        }
         let id = match &self.gateway_id {
             Some(id) => GatewayId::parse(id.as_str()).context("--gateway-id")?,
             None => GatewayId::generate(),
@@ -119,6 +113,8 @@ impl GatewayHttpArgs {
             default_model: ModelName::parse(self.default_model.as_str())
                 .context("--default-model")?,
             api_keys,
+            api_keys_file: self.api_keys_file.clone(),
+            metrics_need_key: self.metrics_need_key,
             max_in_flight: self.max_in_flight.max(1),
             max_backlog: self.max_backlog,
             rate_limit,

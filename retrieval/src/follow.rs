@@ -215,20 +215,26 @@ async fn failed(
     if status.failures.is_multiple_of(REBUILD_AFTER)
         && let Some(mut owned) = index.take()
     {
-        let (owned, cleared) = tokio::task::spawn_blocking(move || {
+        let cleared = tokio::task::spawn_blocking(move || {
             let cleared = owned.clear();
             (owned, cleared)
         })
-        .await
-        .expect("clearing the index does not panic");
+        .await;
         match cleared {
-            Ok(()) => {
+            Ok((owned, Ok(()))) => {
                 warn!("index cleared after repeated failures; rebuilding it from DOCS");
-                status.docs_seq = 0;
+                status.docs_seq = owned.docs_seq();
+                status.caught_up = false;
+                *index = Some(owned);
             }
-            Err(err) => warn!(error = %err, "clearing the index failed"),
+            Ok((owned, Err(err))) => {
+                warn!(error = %err, "clearing the index failed");
+                status.docs_seq = owned.docs_seq();
+                *index = Some(owned);
+            }
+            // the index went with the thread: the follower ends and says so
+            Err(err) => warn!(error = %err, "clearing the index panicked"),
         }
-        *index = Some(owned);
     }
     let exponent = status.failures.saturating_sub(1).min(5);
     (Duration::from_secs(1) * 2u32.pow(exponent)).min(MAX_BACKOFF)

@@ -186,13 +186,25 @@ impl LocalIndex {
         applied
     }
 
-    /// Empties the index, to be filled from `DOCS` again from its first sequence.
+    /// Empties the index, to be filled from `DOCS` again from its first sequence. When
+    /// that cannot be committed the index stays as it was.
     pub fn clear(&mut self) -> Result<()> {
-        self.writer
+        let committed = self.state.docs_seq;
+        let cleared = self
+            .writer
             .delete_all_documents()
-            .map_err(Error::index("clear"))?;
-        self.state.docs_seq = 0;
-        self.commit()
+            .map_err(Error::index("clear"))
+            .and_then(|_| {
+                self.state.docs_seq = 0;
+                self.commit()
+            });
+        if cleared.is_err() {
+            self.state.docs_seq = committed;
+            if let Err(err) = self.writer.rollback() {
+                warn!(error = %err, "rolling back a failed clear failed");
+            }
+        }
+        cleared
     }
 
     fn apply_and_commit(&mut self, batch: &[DocsMessage]) -> Result<u64> {

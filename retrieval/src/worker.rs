@@ -39,6 +39,8 @@ use crate::service::{self, StatsSource};
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Delay before a question whose prompt job could not be published is redelivered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Bytes of a prompt job's message kept for its headers.
+const HEADER_ROOM: usize = 1024;
 /// How long storing a question's failure is retried through a leader election.
 const FAIL_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -401,7 +403,13 @@ async fn answer(
         retrieved_at_ms: wire::now_ms(),
     };
     // fitted before the sources are sent: the client sees exactly what the model sees
-    let dropped = job.fit(shared.client.server_info().max_payload);
+    // the headers (ids, cache key, fingerprint) ride in the same message
+    let room = shared
+        .client
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADER_ROOM);
+    let dropped = job.fit(room);
     if dropped > 0 {
         warn!(request_id = %job.request.id, dropped, "passages dropped so that the prompt job fits the server's max_payload");
     }

@@ -5,10 +5,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth;
 use crate::state::AppState;
 use crate::view::Snapshot;
 
@@ -47,7 +48,10 @@ fn not_ready_reason(state: &AppState, view: &Snapshot) -> Option<String> {
     view.not_ready.clone()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(err) = auth::may_read_metrics(&state, auth::bearer_of(&headers)) {
+        return err.into_response();
+    }
     let content_type = [(
         header::CONTENT_TYPE,
         "text/plain; version=0.0.4; charset=utf-8",

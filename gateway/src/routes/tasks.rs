@@ -77,9 +77,10 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
         cancelled.status = ResultStatus::Cancelled;
         cancelled.finish_reason = Some(wire::FinishReason::Cancelled);
         cancelled.finished_at_ms = wire::now_ms();
+        let still_queued = |current: &StoredResult| current.status == ResultStatus::Queued;
         match state
             .results
-            .advance(&cancelled, state.config.publish_timeout)
+            .advance_from(&cancelled, state.config.publish_timeout, still_queued)
             .await?
         {
             Written::Stored => stored = cancelled,
