@@ -166,13 +166,19 @@ impl Pending {
         if self.finished {
             return None;
         }
+        // silence is counted from the last step forwarded, not from the last event (a
+        // run of dropped events is silence too)
+        let mut look_at = Instant::now() + IDLE_CHECK;
         loop {
             let message = tokio::select! {
                 message = self.events.next() => message,
                 // events are core NATS: a reconnect can lose the last ones, never the record
-                _ = tokio::time::sleep(IDLE_CHECK) => match self.ended_in_store().await {
+                _ = tokio::time::sleep_until(look_at) => match self.ended_in_store().await {
                     Some(step) => return Some(step),
-                    None => continue,
+                    None => {
+                        look_at = Instant::now() + IDLE_CHECK;
+                        continue;
+                    }
                 },
                 _ = tokio::time::sleep_until(self.deadline) => {
                     return Some(self.fail(Error::DeadlineExceeded(self.timeout), "deadline"));

@@ -35,6 +35,23 @@ impl fmt::Debug for Auth {
     }
 }
 
+/// TLS to NATS beyond what a `tls://` URL asks for: a CA to trust (a private one, not
+/// the system's roots) and a client certificate for servers that verify clients.
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    /// PEM file of the CA that signed the servers' certificates.
+    pub ca: Option<PathBuf>,
+    /// PEM files of this client's certificate and its key (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Tls {
+    fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+}
+
 /// Everything needed to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -43,6 +60,7 @@ pub struct ConnectOptions {
     /// Shown in the server's connection list (`cauce-gateway gw-1`, `cauce-inference`).
     pub client_name: String,
     pub auth: Auth,
+    pub tls: Tls,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
 }
@@ -53,6 +71,7 @@ impl ConnectOptions {
             urls: split_urls(urls),
             client_name: client_name.into(),
             auth: Auth::None,
+            tls: Tls::default(),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -95,7 +114,7 @@ pub fn server_addrs(urls: &[String]) -> Result<Vec<ServerAddr>> {
 pub async fn connect(options: &ConnectOptions) -> Result<Client> {
     let addrs = server_addrs(&options.urls)?;
     let urls = options.urls_display();
-    let tls = addrs.iter().any(|addr| addr.tls_required());
+    let tls = options.tls.is_set() || addrs.iter().any(|addr| addr.tls_required());
     let mut nats_options = async_nats::ConnectOptions::new()
         .name(&options.client_name)
         .connection_timeout(options.connect_timeout)
@@ -112,6 +131,7 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
                 async_nats::Event::Draining | async_nats::Event::Closed => {}
             }
         });
+    nats_options = with_tls(nats_options, &options.tls)?;
     nats_options = match &options.auth {
         Auth::None => nats_options,
         Auth::UserPassword { user, password } => {
@@ -135,6 +155,39 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
         })?;
     info!(urls = %urls, client = %options.client_name, "nats ready");
     Ok(client)
+}
+
+fn with_tls(
+    mut nats_options: async_nats::ConnectOptions,
+    tls: &Tls,
+) -> Result<async_nats::ConnectOptions> {
+    for path in [&tls.ca, &tls.client_cert, &tls.client_key]
+        .into_iter()
+        .flatten()
+    {
+        if !path.is_file() {
+            return Err(Error::Tls {
+                reason: format!("{} is not a readable file", path.display()),
+            });
+        }
+    }
+    if let Some(ca) = &tls.ca {
+        nats_options = nats_options.add_root_certificates(ca.clone());
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            nats_options = nats_options.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Tls {
+                reason: "a client certificate needs its key, and a key its certificate: \
+                         give both --nats-tls-cert and --nats-tls-key"
+                    .into(),
+            });
+        }
+    }
+    Ok(nats_options)
 }
 
 #[cfg(test)]

@@ -138,6 +138,8 @@ pub enum Error {
     },
     #[error("invalid NATS URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("NATS TLS: {reason}")]
+    Tls { reason: String },
     #[error("cannot read NATS credentials file {path}: {source}", path = path.display())]
     Credentials {
         path: PathBuf,
@@ -157,6 +159,7 @@ impl Error {
             Error::Nats { .. } => "nats",
             Error::Connect { .. } => "nats_connect",
             Error::BadUrl { .. } => "nats_bad_url",
+            Error::Tls { .. } => "nats_tls",
             Error::Credentials { .. } => "nats_credentials",
         }
     }

@@ -23,7 +23,7 @@ pub mod testkit;
 pub mod wire;
 
 pub use async_nats;
-pub use connect::{Auth, ConnectOptions, connect};
+pub use connect::{Auth, ConnectOptions, Tls, connect};
 pub use ensure::{
     Action, Ensured, Limits, Need, Retention, apply, check, ensure_inference_consumer, read,
 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cauce_nats::async_nats::jetstream;
-use cauce_nats::{Auth, ConnectOptions, Limits, Need};
+use cauce_nats::{Auth, ConnectOptions, Limits, Need, Tls};
 use clap::Args;
 
 /// Where cauce keeps models, local indexes and a locally started NATS store.
@@ -52,11 +52,25 @@ pub struct NatsArgs {
     /// NATS credentials file (JWT and NKey seed)
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
+    /// PEM file of the CA that signed the NATS servers' certificates (turns TLS on)
+    #[arg(long, env = "NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM file of this client's certificate, for servers that verify clients
+    #[arg(long, env = "NATS_TLS_CERT", global = true)]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM file of the key of --nats-tls-cert
+    #[arg(long, env = "NATS_TLS_KEY", global = true)]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl NatsArgs {
     pub fn connect_options(&self, client_name: &str) -> anyhow::Result<ConnectOptions> {
         let mut options = ConnectOptions::new(&self.nats_url, client_name);
+        options.tls = Tls {
+            ca: self.nats_tls_ca.clone(),
+            client_cert: self.nats_tls_cert.clone(),
+            client_key: self.nats_tls_key.clone(),
+        };
         options.auth = match (
             &self.nats_user,
             &self.nats_password,
