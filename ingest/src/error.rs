@@ -23,6 +23,9 @@ pub enum Error {
         path: PathBuf,
         source: cauce_nats::IdError,
     },
+    /// An `--exclude` glob that does not parse.
+    #[error("--exclude {pattern:?} is not a glob: {reason}")]
+    BadExclude { pattern: String, reason: String },
     /// A document, once compressed, is larger than one NATS message may be.
     #[error(
         "{path} is too large for one NATS message: {size} bytes compressed, the server's \
@@ -56,6 +59,7 @@ impl Error {
         match self {
             Error::Read { .. } => "read",
             Error::Walk { .. } => "walk",
+            Error::BadExclude { .. } => "bad_exclude",
             Error::Id { .. } => "invalid_id",
             Error::TooLarge { .. } => "too_large",
             Error::Wire(err) => err.kind(),

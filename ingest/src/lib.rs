@@ -18,6 +18,7 @@
 mod chunk;
 mod document;
 pub mod error;
+pub mod exclude;
 mod extract;
 pub mod html;
 pub mod markdown;
@@ -58,6 +59,10 @@ pub struct IngestOptions {
     /// Shown as the documents' location instead of their file path, joined with the
     /// path inside the walked folder: a URL (`https://example.org/guide/`) or `docs/`.
     pub location_base: Option<String>,
+    /// Globs of files and folders to leave out (see [`exclude`]).
+    pub exclude: Vec<String>,
+    /// Leave out the generated folders of common tools ([`exclude::DEFAULT_EXCLUDED_FOLDERS`]).
+    pub default_excludes: bool,
     pub chunk: ChunkOptions,
     /// Publishes whose ack has not come back yet, at most.
     pub max_in_flight: usize,
@@ -71,6 +76,8 @@ impl Default for IngestOptions {
             id_prefix: None,
             delete_missing: false,
             location_base: None,
+            exclude: Vec::new(),
+            default_excludes: true,
             chunk: ChunkOptions::default(),
             max_in_flight: 64,
             progress: ProgressMode::Quiet,
@@ -88,8 +95,14 @@ pub async fn run(
     let roots = options.paths.clone();
     let id_prefix = options.id_prefix.clone();
     let location_base = options.location_base.clone();
+    let excludes = exclude::Excludes::new(&options.exclude, options.default_excludes)?;
     let discovered = tokio::task::spawn_blocking(move || {
-        source::discover(&roots, id_prefix.as_deref(), location_base.as_deref())
+        source::discover(
+            &roots,
+            id_prefix.as_deref(),
+            location_base.as_deref(),
+            &excludes,
+        )
     })
     .await
     .map_err(|e| Error::Read {

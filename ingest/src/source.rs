@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
 
 /// The readable formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +100,7 @@ pub fn discover(
     roots: &[PathBuf],
     id_prefix: Option<&str>,
     location_base: Option<&str>,
+    excludes: &Excludes,
 ) -> Result<Discovered> {
     let mut found = Discovered::default();
     let mut first_path_of_id: HashMap<DocId, PathBuf> = HashMap::new();
@@ -136,7 +138,7 @@ pub fn discover(
         let walker = WalkDir::new(root)
             .sort_by_file_name()
             .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+            .filter_entry(|e| e.depth() == 0 || !excluded(excludes, root, e));
         for entry in walker {
             let entry = entry.map_err(|source| Error::Walk {
                 path: root.clone(),
@@ -158,6 +160,16 @@ pub fn discover(
         }
     }
     Ok(found)
+}
+
+fn excluded(excludes: &Excludes, root: &Path, entry: &walkdir::DirEntry) -> bool {
+    let inside = entry.path().strip_prefix(root).unwrap_or(entry.path());
+    let inside: Vec<String> = inside
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let name = entry.file_name().to_string_lossy();
+    excludes.excludes(&name, &inside.join("/"), entry.file_type().is_dir())
 }
 
 fn add(

@@ -229,3 +229,74 @@ async fn a_document_too_large_for_one_message_is_refused_and_the_rest_published(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn delete_missing_tombstones_what_went_over_a_thousand_documents() -> Result {
+    let (_nats, js) = setup().await?;
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("guide");
+    for i in 0..1200 {
+        let sub = if i % 2 == 0 { "library" } else { "copies" };
+        write(
+            &folder,
+            &format!("{sub}/page-{i:04}.md"),
+            &format!("# Page {i}\n\nText number {i}.\n"),
+        )?;
+    }
+    let first = ingest(&js, &folder, false).await?;
+    assert_eq!(first.published, 1200, "{first}");
+
+    std::fs::remove_dir_all(folder.join("copies"))?;
+    let second = ingest(&js, &folder, true).await?;
+    assert_eq!(second.deleted, 600, "{second}");
+    assert_eq!(second.unchanged, 600, "{second}");
+    // a second run finds nothing more to delete
+    assert_eq!(ingest(&js, &folder, true).await?.deleted, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn generated_copies_and_excluded_globs_stay_out() -> Result {
+    let (_nats, js) = setup().await?;
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("py");
+    write(
+        &folder,
+        "library/os.html",
+        "<h1>os</h1><p>Operating system interfaces.</p>",
+    )?;
+    write(
+        &folder,
+        "_sources/library/os.rst.txt",
+        "os\n==\n\nOperating system interfaces.\n",
+    )?;
+    write(&folder, "_static/notes.txt", "static text")?;
+    write(&folder, "drafts/wip.md", "# Work in progress\n\nNot yet.\n")?;
+    write(&folder, "library/old.rst.txt", "old\n===\n\nOld text.\n")?;
+    let options = IngestOptions {
+        paths: vec![folder.clone()],
+        exclude: vec!["drafts/**".into(), "*.rst.txt".into()],
+        ..IngestOptions::default()
+    };
+    let summary = cauce_ingest::run(options, &js, &CancellationToken::new()).await?;
+    assert_eq!(summary.published, 1, "{summary}");
+    assert_eq!(stored_messages(&js).await?, 1);
+
+    let everything = IngestOptions {
+        paths: vec![folder],
+        default_excludes: false,
+        ..IngestOptions::default()
+    };
+    let summary = cauce_ingest::run(everything, &js, &CancellationToken::new()).await?;
+    assert_eq!(summary.files, 5, "{summary}");
+    let bad = IngestOptions {
+        paths: vec![dir.path().to_path_buf()],
+        exclude: vec!["a[".into()],
+        ..IngestOptions::default()
+    };
+    let err = cauce_ingest::run(bad, &js, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_exclude", "{err}");
+    Ok(())
+}

@@ -23,6 +23,15 @@ pub struct IngestArgs {
     /// Publish tombstones for documents under these folders that no file produced
     #[arg(long, env = "CAUCE_INGEST_DELETE_MISSING")]
     delete_missing: bool,
+    /// Leave out files and folders matching this glob (repeatable): without `/` it
+    /// matches any file or folder name (`*.rst.txt`), with `/` the path inside the
+    /// folder (`drafts/**`)
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Also read the generated folders left out by default (_sources, _static,
+    /// node_modules); dot folders stay out
+    #[arg(long)]
+    no_default_excludes: bool,
     /// Shown as each document's location instead of its file path, joined with the path
     /// inside the folder: a URL such as https://example.org/guide/
     #[arg(long, env = "CAUCE_INGEST_LOCATION_BASE")]
@@ -47,6 +56,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         paths: args.paths,
         id_prefix: args.id_prefix,
         delete_missing: args.delete_missing,
+        exclude: args.exclude,
+        default_excludes: !args.no_default_excludes,
         location_base: args.location_base,
         chunk: ChunkOptions {
             target_chars: args.passage_chars,
