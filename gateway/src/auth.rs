@@ -80,7 +80,7 @@ impl ApiKeys {
     ) {
         let mut hangups =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut seen = modified(&file);
+        let mut seen = modified(&file).await;
         loop {
             let hangup = async {
                 match hangups.as_mut() {
@@ -93,12 +93,15 @@ impl ApiKeys {
                 _ = hangup => true,
                 () = tokio::time::sleep(every) => false,
             };
-            let now = modified(&file);
+            let now = modified(&file).await;
             if !forced && now == seen {
                 continue;
             }
             seen = now;
-            match read_keys_file(&file) {
+            let read = tokio::fs::read_to_string(&file)
+                .await
+                .map(|text| keys_of(&text));
+            match read {
                 Ok(keys) => {
                     self.replace_file_keys(&keys);
                     tracing::info!(file = %file.display(), keys = keys.len(), "API keys reloaded");
@@ -118,18 +121,24 @@ fn as_bytes(keys: &[String]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn modified(file: &Path) -> Option<SystemTime> {
-    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+async fn modified(file: &Path) -> Option<SystemTime> {
+    tokio::fs::metadata(file)
+        .await
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// The keys of a keys file: one per line, `#` starts a comment line.
 pub fn read_keys_file(file: &Path) -> std::io::Result<Vec<String>> {
-    Ok(std::fs::read_to_string(file)?
-        .lines()
+    Ok(keys_of(&std::fs::read_to_string(file)?))
+}
+
+fn keys_of(text: &str) -> Vec<String> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
-        .collect())
+        .collect()
 }
 
 /// Whether a request may read `/metrics`: always, unless the gateway is told to keep

@@ -4,8 +4,9 @@
 //! valid keys get this far), else its address — the peer address, or with
 //! `--client-address-header` the address a trusted proxy put in that header — never
 //! a token the client made up. Memory is bounded: idle buckets are dropped by
-//! [`RateLimiter::sweep`] from the gateway's upkeep task, and past [`MAX_CLIENTS`]
-//! buckets new clients share one overflow bucket until a sweep makes room.
+//! [`RateLimiter::sweep`] from the gateway's upkeep task, and while [`MAX_CLIENTS`]
+//! buckets are held every client shares one overflow bucket until a sweep makes room
+//! (`governor` does not say whether a client has a bucket already).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -16,9 +17,9 @@ use governor::{Quota, RateLimiter as Gcra};
 
 use crate::config::RateLimit;
 
-/// Buckets kept at most; new clients past this share [`OVERFLOW`].
+/// Buckets kept at most; past this, clients share [`OVERFLOW`].
 pub const MAX_CLIENTS: usize = 100_000;
-/// The bucket of clients that found no room.
+/// The bucket shared while the map is full.
 const OVERFLOW: &str = "overflow";
 
 /// GCRA buckets by client.

@@ -16,8 +16,9 @@ use crate::{routes, service, telemetry};
 
 /// Serves the gateway on `listener` until `cancel`, then shuts down gracefully.
 ///
-/// The streams and buckets must exist (`cauce_nats::ensure`); the caller owns the NATS
-/// client and drains it after this returns.
+/// The streams and buckets must exist (`cauce_nats::apply`, run by `cauce up` or
+/// `cauce nats apply`); the caller owns the NATS client and drains it after this
+/// returns.
 pub async fn serve(
     config: GatewayConfig,
     client: Client,

@@ -342,16 +342,8 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         return;
     }
     if now_ms() > request.deadline_ms {
-        let error = StoredError {
-            kind: ErrorKind::DeadlineExceeded,
-            message: "the request's deadline passed while it was queued; send it again".into(),
-        };
         warn!(request_id = %request.id, "deadline passed before generation");
-        let result = StoredResult {
-            status: ResultStatus::Failed,
-            error: Some(error),
-            ..base
-        };
+        let result = base.into_failed(StoredError::deadline_passed());
         shared.cache.release(cache_key.as_deref()).await;
         finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
@@ -527,12 +519,14 @@ async fn fail(
         kind,
         message: err.to_string(),
     };
-    let result = StoredResult {
-        status: ResultStatus::Failed,
-        error: Some(error),
-        ..base
-    };
-    finish(shared, message, reply, result, AckKind::Term).await;
+    finish(
+        shared,
+        message,
+        reply,
+        base.into_failed(error),
+        AckKind::Term,
+    )
+    .await;
 }
 
 /// Stores a generated answer under its cache key, counting its size.

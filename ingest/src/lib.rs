@@ -12,8 +12,9 @@
 //!   with a message naming the file and the limit, and the run goes on without it;
 //!   passages are small, so this takes a file of tens of megabytes.
 //!
-//! It does not search or index, and it does not create streams: the caller runs
-//! `cauce_nats::ensure` first. Retrieval workers build their own index from `DOCS`.
+//! It does not search or index, and it does not create streams: `cauce up` or
+//! `cauce nats apply` (`cauce_nats::apply`) does. Retrieval workers build their own
+//! index from `DOCS`.
 
 mod chunk;
 mod document;
@@ -111,7 +112,7 @@ pub async fn run(
     })??;
     let stream = js.get_stream(names::DOCS).await.map_err(|e| {
         Error::jetstream(
-            "look up the DOCS stream (run `cauce up` or ensure first)",
+            "look up the DOCS stream (run `cauce nats apply` or `cauce up` first)",
             e,
         )
     })?;

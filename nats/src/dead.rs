@@ -27,7 +27,7 @@ use crate::error::WireError;
 use crate::ids::{GatewayId, ModelName, RequestId};
 use crate::names;
 use crate::results::{Results, Written};
-use crate::wire::{self, ErrorKind, Event, EventBody, ResultStatus, StoredError, StoredResult};
+use crate::wire::{self, ErrorKind, Event, EventBody, StoredError, StoredResult};
 
 /// The attempt number of the `error` event a dead letter sends: every delivery is over
 /// by then, so it is later than any attempt a relay has seen.
@@ -327,12 +327,7 @@ fn failed_record(
             wire::now_ms(),
         )
     });
-    StoredResult {
-        status: ResultStatus::Failed,
-        error: Some(error),
-        finished_at_ms: wire::now_ms(),
-        ..base
-    }
+    base.into_failed(error)
 }
 
 #[cfg(test)]

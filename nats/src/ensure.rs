@@ -107,7 +107,7 @@ impl Default for Limits {
     }
 }
 
-/// What [`ensure`] did to one object.
+/// What [`apply`] did to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Created,
@@ -115,7 +115,7 @@ pub enum Action {
     Unchanged,
 }
 
-/// One line of an [`ensure`] report.
+/// One line of an [`apply`] report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ensured {
     /// `stream QUESTIONS`, `consumer QUESTIONS/retrieval`, `bucket cauce-results`.

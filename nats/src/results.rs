@@ -185,11 +185,6 @@ impl Results {
             tracing::debug!(request_id = %id, error = %err, "purging a result failed");
         }
     }
-
-    /// The bucket itself, for readers that list or watch it.
-    pub fn store(&self) -> &kv::Store {
-        &self.kv
-    }
 }
 
 fn encode(result: &StoredResult) -> Result<bytes::Bytes, NotAcked> {

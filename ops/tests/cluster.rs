@@ -1,5 +1,5 @@
 //! A 3-node NATS cluster from the example configs in `ops/nats/` (ports moved to free
-//! ones, stores in a temporary directory): `ensure` with replicas 3, a gateway and one
+//! ones, stores in a temporary directory): `apply` with replicas 3, a gateway and one
 //! worker of each kind given the URL list alone, and one node killed in the middle of
 //! a run of 20 requests. Every request completes.
 

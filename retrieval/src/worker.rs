@@ -259,11 +259,7 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
     };
     if wire::now_ms() > request.deadline_ms {
         warn!(request_id = %request.id, attempt, "deadline passed before retrieval");
-        let error = StoredError {
-            kind: ErrorKind::DeadlineExceeded,
-            message: "the request's deadline passed while it was queued; send it again".into(),
-        };
-        end_failed(shared, &request, attempt, error).await;
+        end_failed(shared, &request, attempt, StoredError::deadline_passed()).await;
         if let Err(err) = message.ack().await {
             warn!(request_id = %request.id, error = %err, "question ack failed");
         }
@@ -352,17 +348,15 @@ fn is_last(max_deliveries: i64, attempt: u32) -> bool {
 /// unless it has ended already.
 async fn end_failed(shared: &Shared, request: &ChatRequest, attempt: u32, error: StoredError) {
     let failed = StoredResult {
-        status: ResultStatus::Failed,
-        error: Some(error.clone()),
         attempt,
-        finished_at_ms: wire::now_ms(),
         replay_of: request.replay_of.clone(),
         ..StoredResult::queued(
             request.id.clone(),
             request.model.clone(),
             request.created_at_ms,
         )
-    };
+    }
+    .into_failed(error.clone());
     match shared.results.advance(&failed, FAIL_WRITE_LIMIT).await {
         Ok(cauce_nats::Written::Stored) => {}
         Ok(cauce_nats::Written::Refused(_)) => return,

@@ -72,6 +72,16 @@ impl ResultStatus {
     }
 }
 
+impl StoredError {
+    /// A job picked up after its request's deadline: answered with this, not run.
+    pub fn deadline_passed() -> Self {
+        Self {
+            kind: ErrorKind::DeadlineExceeded,
+            message: "the request's deadline passed while it was queued; send it again".into(),
+        }
+    }
+}
+
 impl StoredResult {
     /// The record of a request that nothing has happened to yet: `queued`, empty.
     pub fn queued(request_id: RequestId, model: ModelName, created_at_ms: u64) -> Self {
@@ -89,6 +99,16 @@ impl StoredResult {
             created_at_ms,
             finished_at_ms: 0,
             replay_of: None,
+        }
+    }
+
+    /// This record, ended as `failed` with `error`, now.
+    pub fn into_failed(self, error: StoredError) -> Self {
+        Self {
+            status: ResultStatus::Failed,
+            error: Some(error),
+            finished_at_ms: super::now_ms(),
+            ..self
         }
     }
 }
