@@ -208,6 +208,7 @@ async fn publish_all(
                         let body = if seq < deltas {
                             EventBody::Delta {
                                 text: " token".into(),
+                                at: seq * 6,
                             }
                         } else {
                             EventBody::Done {
@@ -218,6 +219,7 @@ async fn publish_all(
                                 },
                                 timings: Timings::default(),
                                 cached: false,
+                                text_bytes: deltas * 6,
                             }
                         };
                         let event = Event {

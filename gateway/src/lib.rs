@@ -7,8 +7,9 @@
 //! `400` naming the field), admission control ([`admission`]: streams in flight,
 //! `PROMPTS` backlog), then [`pending`]: subscribe to the reply subject, publish the
 //! question with `Nats-Msg-Id`, wait for the ack, and relay events under the rules of
-//! [`relay`] (duplicates and earlier attempts dropped, redeliveries continued without
-//! repeating text, gaps recovered from `cauce-results`).
+//! [`cauce_nats::relay`] (deltas lined up by their place in the answer, so a redelivered
+//! job's continuation follows on without repeating text; holes filled from
+//! `cauce-results`).
 //!
 //! Decisions made here:
 //! - A cancelled generation reads as `finish_reason: "stop"` to OpenAI clients; the
@@ -30,7 +31,6 @@ pub mod error;
 pub mod openai;
 pub mod pending;
 pub mod ratelimit;
-pub mod relay;
 pub mod routes;
 mod server;
 mod service;

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::Subscriber;
+use cauce_nats::relay::{Dropped, Finish, Output, Relay};
 use cauce_nats::wire::{self, Event, FinishReason, Source};
 use cauce_nats::{ModelName, RequestId, names};
 use futures::StreamExt;
@@ -17,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::StreamSlot;
 use crate::error::{Error, Result};
-use crate::relay::{Dropped, Finish, Output, Relay};
 use crate::state::Shared;
 use crate::submit::{CancelOnDrop, publish_question};
 use crate::telemetry::{
@@ -112,10 +112,9 @@ pub async fn follow(
         .subscribe(subject)
         .await
         .map_err(|err| Error::nats("subscribe", err))?;
-    Ok(Pending {
-        relay: Relay::joining(),
-        ..Pending::base(state, id, model, created_ms, events, slot)
-    })
+    // its first delta lies beyond what this follower showed: the answer so far is
+    // read from the record, then it goes on live
+    Ok(Pending::base(state, id, model, created_ms, events, slot))
 }
 
 impl Pending {
@@ -199,30 +198,43 @@ impl Pending {
             if event.request_id != self.id {
                 continue;
             }
-            let before = self.relay.dropped();
-            let output = self.relay.accept(event);
-            count_dropped(&self.id, before, self.relay.dropped());
-            match output {
-                None => continue,
-                Some(Output::Sources(sources)) => {
-                    self.sources.clone_from(&sources);
-                    return Some(Step::Sources(sources));
-                }
-                Some(Output::Text(text)) => {
-                    self.clock.token();
-                    return Some(Step::Text(text));
-                }
-                Some(Output::Done(finish)) => return Some(self.finish(finish)),
-                Some(Output::Recover(finish)) => {
-                    self.recover().await;
-                    let done = self.finish(finish);
-                    self.queued.push_back(done);
-                    return self.queued.pop_front();
-                }
-                Some(Output::Failed { kind, message }) => {
-                    self.end("failed");
-                    return Some(Step::Failed(Error::Worker { kind, message }));
-                }
+            if let Some(step) = self.relay_event(event).await {
+                self.queued.push_back(step);
+            }
+            if let Some(step) = self.queued.pop_front() {
+                return Some(step);
+            }
+        }
+    }
+
+    /// The step one event makes, after the text recovered from the record if events
+    /// before it were lost (queued first).
+    async fn relay_event(&mut self, event: Event) -> Option<Step> {
+        let before = self.relay.dropped();
+        let mut output = self.relay.accept(event);
+        if let Some(Output::Behind(event)) = output {
+            self.recover().await;
+            output = self.relay.accept(*event);
+        }
+        count_dropped(&self.id, before, self.relay.dropped());
+        match output? {
+            Output::Behind(_) => None,
+            Output::Sources(sources) => {
+                self.sources.clone_from(&sources);
+                Some(Step::Sources(sources))
+            }
+            Output::Text(text) => {
+                self.clock.token();
+                Some(Step::Text(text))
+            }
+            Output::Done(finish) => Some(self.finish(finish)),
+            Output::Recover(finish) => {
+                self.recover().await;
+                Some(self.finish(finish))
+            }
+            Output::Failed { kind, message } => {
+                self.end("failed");
+                Some(Step::Failed(Error::Worker { kind, message }))
             }
         }
     }
@@ -232,7 +244,10 @@ impl Pending {
     async fn ended_in_store(&mut self) -> Option<Step> {
         let stored = self.results.get(&self.id).await.ok()??;
         if !stored.status.is_final() {
-            return None;
+            // a running record holds the answer so far: show what was missed
+            let rest = self.relay.recover(&stored.text)?;
+            self.clock.token();
+            return Some(Step::Text(rest));
         }
         tracing::info!(request_id = %self.id, status = stored.status.as_str(), "the end came from the results bucket, not an event");
         if let Some(error) = stored.error {
@@ -256,30 +271,24 @@ impl Pending {
         self.queued.pop_front()
     }
 
-    /// Reads the whole answer from the results bucket after a gap.
+    /// Queues the text the record holds beyond what was shown (events were lost, or
+    /// a follower joined mid-answer).
     async fn recover(&mut self) {
         let stored = match self.results.get(&self.id).await {
-            Ok(Some(stored)) => Ok::<_, cauce_nats::Error>(stored),
+            Ok(Some(stored)) => stored,
             Ok(None) => {
-                tracing::warn!(request_id = %self.id, "gap in the events and no stored result to recover from");
+                tracing::warn!(request_id = %self.id, "events were lost and there is no record to recover from");
                 return;
             }
             Err(err) => {
-                tracing::warn!(request_id = %self.id, error = %err, "reading the stored result failed");
+                tracing::warn!(request_id = %self.id, kind = err.kind(), error = %err, "reading the record failed");
                 return;
             }
         };
-        match stored {
-            Ok(stored) => {
-                tracing::info!(request_id = %self.id, attempt = stored.attempt, "recovered the answer from the results bucket");
-                if let Some(rest) = self.relay.recover(&stored.text) {
-                    self.clock.token();
-                    self.queued.push_back(Step::Text(rest));
-                }
-            }
-            Err(err) => {
-                tracing::warn!(request_id = %self.id, kind = err.kind(), error = %err, "stored result unreadable");
-            }
+        if let Some(rest) = self.relay.recover(&stored.text) {
+            tracing::debug!(request_id = %self.id, attempt = stored.attempt, bytes = rest.len(), "text recovered from the results bucket");
+            self.clock.token();
+            self.queued.push_back(Step::Text(rest));
         }
     }
 

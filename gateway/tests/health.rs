@@ -167,8 +167,8 @@ async fn a_running_stream_finishes_during_shutdown() {
     let question = h.next_question().await;
     // shutdown starts while the answer is being generated
     h.gateway.cancel.cancel();
-    h.send(&question, 1, 0, delta("still ")).await;
-    h.send(&question, 1, 1, delta("here")).await;
+    h.send(&question, 1, 0, delta(0, "still ")).await;
+    h.send(&question, 1, 1, delta(6, "here")).await;
     h.send(&question, 1, 2, done(1, 2)).await;
     let (chunks, finished) = chunks(&sse(response).await);
     assert!(finished, "the stream ran to its end");

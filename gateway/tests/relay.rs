@@ -48,9 +48,9 @@ async fn stream_relays_openai_chunks_with_sources_first_and_usage() {
         },
     )
     .await;
-    h.send(&question, 1, 0, delta("Cauce ")).await;
-    h.send(&question, 1, 1, delta("is a ")).await;
-    h.send(&question, 1, 2, delta("pipeline.")).await;
+    h.send(&question, 1, 0, delta(0, "Cauce ")).await;
+    h.send(&question, 1, 1, delta(6, "is a ")).await;
+    h.send(&question, 1, 2, delta(11, "pipeline.")).await;
     h.send(&question, 1, 3, done(12, 3)).await;
 
     let response = response.await.unwrap();
@@ -113,8 +113,8 @@ async fn non_streamed_answer_is_one_completion_with_usage_and_sources() {
         },
     )
     .await;
-    h.send(&question, 1, 0, delta("Hello")).await;
-    h.send(&question, 1, 1, delta(" there")).await;
+    h.send(&question, 1, 0, delta(0, "Hello")).await;
+    h.send(&question, 1, 1, delta(5, " there")).await;
     h.send(&question, 1, 2, done(4, 2)).await;
     let response = response.await.unwrap();
     assert_eq!(response.status(), 200);
@@ -130,7 +130,7 @@ async fn non_streamed_answer_is_one_completion_with_usage_and_sources() {
 }
 
 #[tokio::test]
-async fn duplicates_and_earlier_attempts_are_dropped_and_a_new_attempt_does_not_repeat() {
+async fn duplicates_are_dropped_and_a_continuing_attempt_follows_on() {
     let h = start(config("gw-relay3")).await;
     let body = json!({"messages": [{"role": "user", "content": "count"}], "stream": true});
     let response = tokio::spawn({
@@ -138,17 +138,18 @@ async fn duplicates_and_earlier_attempts_are_dropped_and_a_new_attempt_does_not_
         async move { http.post(url).json(&body).send().await.unwrap() }
     });
     let q = h.next_question().await;
-    h.send(&q, 1, 0, delta("one ")).await;
-    h.send(&q, 1, 0, delta("one ")).await; // duplicate
-    h.send(&q, 1, 1, delta("two ")).await;
-    // the worker died; the job is redelivered and starts again from the beginning
-    h.send(&q, 2, 0, delta("one ")).await;
-    h.send(&q, 1, 2, delta("late ")).await; // the dead attempt's straggler
-    h.send(&q, 2, 1, delta("tw")).await;
-    h.send(&q, 2, 2, delta("o three ")).await;
-    h.send(&q, 2, 2, delta("o three ")).await; // duplicate
-    h.send(&q, 2, 3, delta("four")).await;
-    h.send(&q, 2, 4, done(3, 4)).await;
+    h.send(&q, 1, 0, delta(0, "one ")).await;
+    h.send(&q, 1, 0, delta(0, "one ")).await; // duplicate
+    h.send(&q, 1, 1, delta(4, "two ")).await;
+    // the worker stored "th" and died before sending it; the redelivered job
+    // continues the answer its record holds
+    h.store(&stored(&q, ResultStatus::Running, "one two th"))
+        .await;
+    h.send(&q, 2, 0, delta(10, "ree ")).await;
+    h.send(&q, 2, 1, delta(14, "four")).await;
+    h.send(&q, 2, 1, delta(14, "four")).await; // duplicate
+    h.send(&q, 1, 2, done(3, 2)).await; // never sent by a worker that lost its job
+    h.send(&q, 2, 2, done(3, 4)).await;
     let (chunks, finished) = chunks(&sse(response.await.unwrap()).await);
     assert!(finished);
     assert_eq!(content(&chunks), "one two three four");
@@ -156,7 +157,7 @@ async fn duplicates_and_earlier_attempts_are_dropped_and_a_new_attempt_does_not_
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(pieces, ["", "one ", "two ", "three ", "four"]);
+    assert_eq!(pieces, ["", "one ", "two ", "th", "ree ", "four"]);
 }
 
 #[tokio::test]
@@ -168,10 +169,12 @@ async fn a_gap_is_recovered_from_the_results_bucket() {
         async move { http.post(url).json(&body).send().await.unwrap() }
     });
     let q = h.next_question().await;
-    h.send(&q, 1, 0, delta("alpha ")).await;
-    // seq 1 is lost
-    h.send(&q, 1, 2, delta("gamma ")).await;
-    h.send(&q, 1, 3, delta("delta")).await;
+    h.send(&q, 1, 0, delta(0, "alpha ")).await;
+    // "beta " is lost; the record held it before it was sent
+    h.store(&stored(&q, ResultStatus::Running, "alpha beta gamma "))
+        .await;
+    h.send(&q, 1, 2, delta(11, "gamma ")).await;
+    h.send(&q, 1, 3, delta(17, "delta")).await;
     h.store(&stored(&q, ResultStatus::Done, "alpha beta gamma delta"))
         .await;
     h.send(&q, 1, 4, done(2, 4)).await;
@@ -189,7 +192,7 @@ async fn a_worker_error_mid_stream_is_an_error_object_then_the_end() {
         async move { http.post(url).json(&body).send().await.unwrap() }
     });
     let q = h.next_question().await;
-    h.send(&q, 1, 0, delta("par")).await;
+    h.send(&q, 1, 0, delta(0, "par")).await;
     let error = EventBody::Error {
         kind: ErrorKind::ContextOverflow,
         message: "the prompt is too long".into(),
@@ -234,7 +237,7 @@ async fn a_client_that_disconnects_cancels_its_request() {
         async move { http.post(url).json(&body).send().await.unwrap() }
     });
     let q = h.next_question().await;
-    h.send(&q, 1, 0, delta("tok")).await;
+    h.send(&q, 1, 0, delta(0, "tok")).await;
     let response = response.await.unwrap();
     let mut body = response.bytes_stream();
     // read until the first token arrived, then go away

@@ -57,8 +57,8 @@ async fn a_task_is_answered_from_any_gateway() {
         .unwrap()
         .unwrap();
     assert!(String::from_utf8_lossy(&first).contains("keep-alive"));
-    h.send(&question, 1, 0, delta("Cauce is ")).await;
-    h.send(&question, 1, 1, delta("a pipeline.")).await;
+    h.send(&question, 1, 0, delta(0, "Cauce is ")).await;
+    h.send(&question, 1, 1, delta(9, "a pipeline.")).await;
     h.store(&stored(
         &question,
         ResultStatus::Done,

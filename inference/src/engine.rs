@@ -11,6 +11,12 @@
 //! continue a free slot's cache goes to the least recently used free slot and shares
 //! the longest matching prefix any slot holds (the system message, the template's
 //! header) through the unified KV cache; see [`place`].
+//!
+//! A job may continue an answer an earlier attempt began, when a worker died
+//! mid-answer ([`Engine::submit_continuing`]): that text is tokenized after the prompt
+//! and prefilled with it, and generation goes on from its end. The answer's limits
+//! count it: `max_tokens`, the context, and `completion_tokens` (its tokens as
+//! tokenized here, plus the new ones).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -60,7 +66,8 @@ pub struct JobHandle {
     pub cancel: Arc<AtomicBool>,
 }
 
-/// Counters a worker announces; written by the engine thread only.
+/// Counters a worker announces; written by the engine thread, except the job and
+/// cache counters the worker keeps.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     pub busy_slots: AtomicU64,
@@ -68,6 +75,11 @@ pub struct EngineStats {
     pub prompt_tokens: AtomicU64,
     pub reused_prompt_tokens: AtomicU64,
     pub jobs_finished: AtomicU64,
+    /// Jobs that continued an answer an earlier attempt began.
+    pub jobs_continued: AtomicU64,
+    /// Jobs this worker stopped because another attempt took them over (the worker
+    /// was too slow to say it was alive).
+    pub jobs_lost: AtomicU64,
     /// Answers stored in the response cache: their JSON size and their stored (zstd) size.
     pub cache_json_bytes: AtomicU64,
     pub cache_stored_bytes: AtomicU64,
@@ -83,6 +95,8 @@ pub struct ModelInfo {
 
 struct Submission {
     job: PromptJob,
+    /// The answer an earlier attempt began, which this one continues.
+    answer_so_far: String,
     events: UnboundedSender<EngineEvent>,
     cancel: Arc<AtomicBool>,
 }
@@ -139,11 +153,18 @@ impl Engine {
 
     /// Queues a job; it starts at the next decode step if a slot is free.
     pub fn submit(&self, job: PromptJob) -> Result<JobHandle> {
+        self.submit_continuing(job, String::new())
+    }
+
+    /// Queues a job that continues `answer_so_far` (empty: from the start). Its deltas
+    /// are the text after `answer_so_far`.
+    pub fn submit_continuing(&self, job: PromptJob, answer_so_far: String) -> Result<JobHandle> {
         let (events_tx, events) = unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
         self.submit_tx
             .send(Submission {
                 job,
+                answer_so_far,
                 events: events_tx,
                 cancel: cancel.clone(),
             })
@@ -261,6 +282,8 @@ struct Active {
     /// Prompt tokens whose KV is in the cache.
     prefilled: usize,
     reused: usize,
+    /// The last tokens of `prompt` are the answer so far an earlier attempt began.
+    resumed: usize,
     sampler: llama_cpp_2::sampling::LlamaSampler,
     /// The last sampled token, to be decoded at the next step.
     next_token: Option<LlamaToken>,
@@ -352,13 +375,16 @@ impl Batcher<'_> {
             let Some(sub) = self.waiting.pop_front() else {
                 return;
             };
-            let prompt = match self.render(&sub.job) {
-                Ok(prompt) => prompt,
+            let (prompt, resumed) = match self.render(&sub.job, &sub.answer_so_far) {
+                Ok(rendered) => rendered,
                 Err(err) => {
                     let _ = sub.events.send(EngineEvent::Failed(err));
                     continue;
                 }
             };
+            if self.ends_before_start(&sub, prompt.len(), resumed) {
+                continue;
+            }
             let views = self.slots.iter().map(SlotView::of).collect::<Vec<_>>();
             let placement = place(&views, &prompt).expect("a free slot exists");
             let index = placement.slot;
@@ -397,7 +423,7 @@ impl Batcher<'_> {
             let reused = slot.cached.len();
             let request = &sub.job.request;
             let _ = sub.events.send(EngineEvent::Started {
-                prompt_tokens: prompt.len() as u32,
+                prompt_tokens: (prompt.len() - resumed) as u32,
                 reused_tokens: reused as u32,
             });
             self.stats.busy_slots.fetch_add(1, Ordering::Relaxed);
@@ -416,9 +442,10 @@ impl Batcher<'_> {
                 prompt,
                 prefilled: reused,
                 reused,
+                resumed,
                 next_token: None,
                 logits_at: None,
-                completion_tokens: 0,
+                completion_tokens: resumed as u32,
                 utf8: Utf8Assembler::default(),
                 admitted_at: Instant::now(),
                 first_token_at: None,
@@ -426,8 +453,35 @@ impl Batcher<'_> {
         }
     }
 
-    /// Renders and tokenizes a job's prompt, refusing one that cannot fit.
-    fn render(&self, job: &PromptJob) -> Result<Vec<LlamaToken>> {
+    /// A continued answer that had already reached its limit (`max_tokens`, the
+    /// context) ends here, without a slot: `true` when it did.
+    fn ends_before_start(&self, sub: &Submission, tokens: usize, resumed: usize) -> bool {
+        if resumed == 0 {
+            return false;
+        }
+        let at_max = sub
+            .job
+            .request
+            .sampling
+            .max_tokens
+            .is_some_and(|max| resumed as u32 >= max);
+        if !at_max && tokens + 1 < self.config.ctx_per_slot as usize {
+            return false;
+        }
+        let _ = sub.events.send(EngineEvent::Done {
+            finish_reason: FinishReason::Length,
+            usage: Usage {
+                prompt_tokens: (tokens - resumed) as u32,
+                completion_tokens: resumed as u32,
+            },
+            timings: Timings::default(),
+        });
+        true
+    }
+
+    /// Renders and tokenizes a job's prompt and the answer so far after it (how many
+    /// tokens that is comes second), refusing a prompt that cannot fit.
+    fn render(&self, job: &PromptJob, answer_so_far: &str) -> Result<(Vec<LlamaToken>, usize)> {
         let messages = prompt::messages(job)
             .into_iter()
             .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
@@ -448,7 +502,14 @@ impl Batcher<'_> {
                 context_tokens,
             });
         }
-        Ok(tokens)
+        let mut tokens = tokens;
+        let answer = self
+            .model
+            .vocab()
+            .tokenize(answer_so_far.as_bytes(), false, false);
+        let resumed = answer.len();
+        tokens.extend(answer);
+        Ok((tokens, resumed))
     }
 
     /// Fills the batch: one token per generating sequence, then prompt chunks.
@@ -589,13 +650,14 @@ impl Batcher<'_> {
                 0.0
             },
             decode_tokens_per_s: if decode > 0.0 {
-                f64::from(active.completion_tokens.saturating_sub(1)) / decode
+                let generated = active.completion_tokens - active.resumed as u32;
+                f64::from(generated.saturating_sub(1)) / decode
             } else {
                 0.0
             },
         };
         let usage = Usage {
-            prompt_tokens: active.prompt.len() as u32,
+            prompt_tokens: (active.prompt.len() - active.resumed) as u32,
             completion_tokens: active.completion_tokens,
         };
         self.stats.busy_slots.fetch_sub(1, Ordering::Relaxed);

@@ -40,6 +40,8 @@ pub fn stats_json(model: &ModelName, slots: u32, stats: &EngineStats) -> serde_j
         "prompt_tokens": stats.prompt_tokens.load(Ordering::Relaxed),
         "reused_prompt_tokens": stats.reused_prompt_tokens.load(Ordering::Relaxed),
         "jobs_finished": stats.jobs_finished.load(Ordering::Relaxed),
+        "jobs_continued": stats.jobs_continued.load(Ordering::Relaxed),
+        "jobs_lost": stats.jobs_lost.load(Ordering::Relaxed),
         "cache_json_bytes": stats.cache_json_bytes.load(Ordering::Relaxed),
         "cache_stored_bytes": stats.cache_stored_bytes.load(Ordering::Relaxed),
     })

@@ -27,7 +27,8 @@ use cauce_nats::wire::{
     StoredError, StoredResult, Timings, Usage, now_ms,
 };
 use cauce_nats::{
-    ModelName, Need, RequestId, Results, Written, check, ensure_inference_consumer, names,
+    Claimed, Hold, ModelName, Need, RequestId, Results, Written, check, ensure_inference_consumer,
+    names,
 };
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::EngineConfig;
-use crate::engine::{Engine, EngineEvent};
+use crate::engine::{Engine, EngineEvent, JobHandle};
 use crate::error::{Error, Result};
 use crate::service;
 
@@ -84,6 +85,10 @@ struct Shared {
     config: WorkerConfig,
     /// Cancelled when the drain timeout is over: running jobs stop and are handed back.
     hand_back: CancellationToken,
+    /// This process, as the owner of the records it holds (`host:pid`).
+    worker_id: String,
+    /// Job runs started, numbering each run's owner.
+    runs: std::sync::atomic::AtomicU64,
 }
 
 /// Runs one inference worker until `cancel` fires and its jobs are drained.
@@ -141,6 +146,8 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         fingerprint,
         delivery,
         hand_back: CancellationToken::new(),
+        worker_id: worker_id(),
+        runs: Default::default(),
         config,
     });
     let free_slots = Arc::new(Semaphore::new(slots));
@@ -260,9 +267,36 @@ impl Reply {
             Err(err) => warn!(request_id = %self.request_id, error = %err, "event encode failed"),
         }
     }
+
+    /// The event that ends a request as `result` says.
+    async fn send_end(&mut self, result: &StoredResult) {
+        let body = match &result.error {
+            Some(error) => EventBody::Error {
+                kind: error.kind,
+                message: error.message.clone(),
+            },
+            None => EventBody::Done {
+                finish_reason: result.finish_reason.unwrap_or(FinishReason::Stop),
+                usage: result.usage,
+                timings: result.timings,
+                cached: false,
+                text_bytes: result.text.len() as u64,
+            },
+        };
+        self.send(body).await;
+    }
 }
 
-async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: OwnedSemaphorePermit) {
+/// What one job is, read from its message.
+struct Job {
+    job: PromptJob,
+    attempt: u32,
+    cache_key: Option<String>,
+    /// The record this run writes, `running`, empty.
+    base: StoredResult,
+}
+
+async fn read_job(shared: &Shared, message: &jetstream::Message) -> Option<Job> {
     let attempt = message
         .info()
         .map(|info| info.delivered.max(1) as u32)
@@ -287,8 +321,42 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         Err(err) => {
             warn!(error = %err, kind = err.kind(), "undecodable prompt job; terminating it");
             let _ = message.ack_with(AckKind::Term).await;
-            return;
+            return None;
         }
+    };
+    let request = &job.request;
+    let run = shared
+        .runs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = StoredResult {
+        status: ResultStatus::Running,
+        sources: job.sources(),
+        attempt,
+        owner: format!("{}#{run}", shared.worker_id),
+        replay_of: request.replay_of.clone(),
+        ..StoredResult::queued(
+            request.id.clone(),
+            request.model.clone(),
+            request.created_at_ms,
+        )
+    };
+    Some(Job {
+        job,
+        attempt,
+        cache_key,
+        base,
+    })
+}
+
+async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: OwnedSemaphorePermit) {
+    let Some(Job {
+        job,
+        attempt,
+        cache_key,
+        base,
+    }) = read_job(&shared, &message).await
+    else {
+        return;
     };
     let request = &job.request;
     let mut reply = Reply {
@@ -298,25 +366,8 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         attempt,
         seq: 0,
     };
-    let key = names::request_key(&request.id).to_string();
-    let base = StoredResult {
-        request_id: request.id.clone(),
-        model: request.model.clone(),
-        status: ResultStatus::Running,
-        text: String::new(),
-        finish_reason: None,
-        usage: Usage::default(),
-        timings: Timings::default(),
-        sources: job.sources(),
-        error: None,
-        attempt,
-        created_at_ms: request.created_at_ms,
-        finished_at_ms: 0,
-        replay_of: request.replay_of.clone(),
-    };
-
     // subscribed before the bucket is read: a cancel sent in between is seen by one of them
-    let mut cancel_sub = match shared
+    let cancel_sub = match shared
         .client
         .subscribe(names::cancel_subject(&request.id))
         .await
@@ -327,38 +378,27 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             None
         }
     };
-    if !shared.config.pause_before_cancel_check.is_zero() {
-        tokio::time::sleep(shared.config.pause_before_cancel_check).await;
-    }
-    if matches!(shared.cancels.get(&key).await, Ok(Some(_))) {
-        debug!(request_id = %request.id, "cancelled while queued; dropped");
-        let result = StoredResult {
-            status: ResultStatus::Cancelled,
-            finish_reason: Some(FinishReason::Cancelled),
-            ..base
-        };
+    if let Some(ended) = ended_before_start(&shared, &job, &base).await {
         shared.cache.release(cache_key.as_deref()).await;
-        finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
+        finish_unheld(&shared, &message, &mut reply, ended).await;
         return;
     }
-    if now_ms() > request.deadline_ms {
-        warn!(request_id = %request.id, "deadline passed before generation");
-        let result = base.into_failed(StoredError::deadline_passed());
+    let Some((hold, record)) = claim(&shared, &message, &base).await else {
         shared.cache.release(cache_key.as_deref()).await;
-        finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
         return;
+    };
+    let continued = !record.text.is_empty();
+    if continued {
+        let stats = shared.engine.stats();
+        stats
+            .jobs_continued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        info!(request_id = %request.id, attempt, bytes = record.text.len(), "continuing the answer an earlier attempt began");
     }
-    if let Some(Written::Refused(current)) = put_result(&shared, &base).await
-        && current.status.is_final()
+    let handle = match shared
+        .engine
+        .submit_continuing(job.clone(), record.text.clone())
     {
-        // ended while queued (a task cancelled through the API, a dead letter)
-        debug!(request_id = %request.id, status = current.status.as_str(), "ended before it ran; dropped");
-        shared.cache.release(cache_key.as_deref()).await;
-        let _ = message.ack().await;
-        return;
-    }
-
-    let mut handle = match shared.engine.submit(job.clone()) {
         Ok(handle) => handle,
         Err(err) => {
             let _ = message
@@ -368,165 +408,379 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
             return;
         }
     };
-    let progress_every = (shared.delivery.ack_wait / 3).max(Duration::from_millis(200));
-    let mut progress =
-        tokio::time::interval_at(tokio::time::Instant::now() + progress_every, progress_every);
-    let mut text = String::new();
-    loop {
-        let cancel_next = async {
-            match cancel_sub.as_mut() {
-                Some(sub) => sub.next().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            event = handle.events.recv() => match event {
-                Some(EngineEvent::Started { prompt_tokens, reused_tokens }) => {
-                    debug!(request_id = %request.id, attempt, prompt_tokens, reused_tokens, "generating");
-                }
-                Some(EngineEvent::Delta(delta)) => {
-                    text.push_str(&delta);
-                    reply.send(EventBody::Delta { text: delta }).await;
-                }
-                Some(EngineEvent::Done { finish_reason, usage, timings }) => {
-                    if shared.hand_back.is_cancelled() && finish_reason == FinishReason::Cancelled {
-                        shared.cache.release(cache_key.as_deref()).await;
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
-                        info!(request_id = %request.id, "handed back at shutdown");
-                        return;
-                    }
-                    info!(
-                        request_id = %request.id,
-                        attempt,
-                        finish_reason = finish_reason.as_str(),
-                        prompt_tokens = usage.prompt_tokens,
-                        completion_tokens = usage.completion_tokens,
-                        decode_tokens_per_s = timings.decode_tokens_per_s,
-                        "answered"
-                    );
-                    let status = if finish_reason == FinishReason::Cancelled { ResultStatus::Cancelled } else { ResultStatus::Done };
-                    match cache_key.as_deref() {
-                        Some(key) if status == ResultStatus::Done => {
-                            let entry = CacheEntry {
-                                model: request.model.clone(),
-                                text: text.clone(),
-                                finish_reason,
-                                usage,
-                                sources: base.sources.clone(),
-                                created_at_ms: now_ms(),
-                            };
-                            store_in_cache(&shared, key, entry).await;
-                        }
-                        other => shared.cache.release(other).await,
-                    }
-                    let result = StoredResult { status, text, finish_reason: Some(finish_reason), usage, timings, ..base };
-                    finish(&shared, &message, &mut reply, result, AckKind::Ack).await;
-                    return;
-                }
-                Some(EngineEvent::Failed(err)) => {
-                    shared.cache.release(cache_key.as_deref()).await;
-                    fail(&shared, &message, &mut reply, base, err, attempt).await;
-                    return;
-                }
-                None => {
-                    shared.cache.release(cache_key.as_deref()).await;
-                    fail(&shared, &message, &mut reply, base, Error::EngineStopped, attempt).await;
-                    return;
-                }
-            },
-            Some(_) = cancel_next => {
-                handle.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                cancel_sub = None;
-            }
-            _ = progress.tick() => {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
-            _ = shared.hand_back.cancelled(), if !handle.cancel.load(std::sync::atomic::Ordering::Relaxed) => {
-                handle.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+    let run = Run {
+        sent: record.text.len(),
+        record: *record,
+        shared,
+        message,
+        reply,
+        hold,
+        unsent: String::new(),
+        // a continued answer is not what a fresh run would give: never cached
+        cache_key: cache_key.filter(|_| !continued),
+    };
+    run.generate(handle, cancel_sub).await;
+}
+
+/// A job that ends without running: cancelled while queued, or past its deadline.
+async fn ended_before_start(
+    shared: &Shared,
+    job: &PromptJob,
+    base: &StoredResult,
+) -> Option<StoredResult> {
+    let request = &job.request;
+    if !shared.config.pause_before_cancel_check.is_zero() {
+        tokio::time::sleep(shared.config.pause_before_cancel_check).await;
+    }
+    let key = names::request_key(&request.id);
+    if matches!(shared.cancels.get(key).await, Ok(Some(_))) {
+        debug!(request_id = %request.id, "cancelled while queued; dropped");
+        return Some(StoredResult {
+            status: ResultStatus::Cancelled,
+            finish_reason: Some(FinishReason::Cancelled),
+            ..base.clone()
+        });
+    }
+    if now_ms() > request.deadline_ms {
+        warn!(request_id = %request.id, "deadline passed before generation");
+        return Some(base.clone().into_failed(StoredError::deadline_passed()));
+    }
+    None
+}
+
+/// Takes the request's record for this run: the hold and the record, which holds the
+/// answer so far. `None` when the run must not go on (the job is acked or handed
+/// back as the record says).
+async fn claim(
+    shared: &Shared,
+    message: &jetstream::Message,
+    base: &StoredResult,
+) -> Option<(Hold, Box<StoredResult>)> {
+    let limit = shared.delivery.ack_wait / 2;
+    match shared.results.claim(base, limit).await {
+        Ok((hold, Claimed::Held(record))) => Some((hold, record)),
+        Ok((_, Claimed::Lost(current))) => {
+            lost(shared, message, &base.request_id, &current).await;
+            None
+        }
+        Err(err) => {
+            // not fenced, it must not send: back to the queue
+            warn!(request_id = %base.request_id, error = %err, "claiming the request failed; job handed back");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(RESULT_RETRY_DELAY)))
+                .await;
+            None
         }
     }
 }
 
-/// Stores the final result, publishes the last event, and acks.
-async fn finish(
+/// This run may not go on: the request ended (ack: the job is done) or a later
+/// attempt holds it (no ack: that attempt acks it, and its message must stay
+/// redeliverable in case it dies too).
+async fn lost(
+    shared: &Shared,
+    message: &jetstream::Message,
+    id: &RequestId,
+    current: &StoredResult,
+) {
+    if current.status.is_final() {
+        debug!(request_id = %id, status = current.status.as_str(), "the request had ended; dropped");
+        let _ = message.ack().await;
+        return;
+    }
+    shared
+        .engine
+        .stats()
+        .jobs_lost
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    warn!(request_id = %id, attempt = current.attempt, owner = %current.owner, "another attempt took the job over; this run stops");
+}
+
+/// Ends a request no run held (see [`ended_before_start`]): the record, the last event,
+/// the ack.
+async fn finish_unheld(
     shared: &Shared,
     message: &jetstream::Message,
     reply: &mut Reply,
     result: StoredResult,
-    ack: AckKind,
 ) {
-    let mut result = result;
-    result.finished_at_ms = now_ms();
-    // a result that could not be stored would leave its task `running` for good: the
-    // job goes back to the queue and is answered again (the stream, if any, has its
-    // answer already and ignores the second attempt)
-    let ack = match (put_result(shared, &result).await, ack) {
-        (None, AckKind::Ack | AckKind::Term) => AckKind::Nak(Some(RESULT_RETRY_DELAY)),
-        (Some(Written::Refused(current)), _) => {
-            // another writer ended the request first: its client was told by that writer
-            info!(request_id = %result.request_id, status = current.status.as_str(), "the request had ended; this answer is dropped");
-            if let Err(err) = message.ack().await {
-                warn!(request_id = %result.request_id, error = %err, "ack failed");
+    let limit = shared.delivery.ack_wait / 2;
+    match shared.results.advance(&result, limit).await {
+        Ok(Written::Stored) => reply.send_end(&result).await,
+        Ok(Written::Refused(current)) => {
+            debug!(request_id = %result.request_id, status = current.status.as_str(), "the request had ended or runs elsewhere");
+            if !current.status.is_final() {
+                return;
             }
+        }
+        Err(err) => {
+            warn!(request_id = %result.request_id, error = %err, "storing the result failed; job handed back");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(RESULT_RETRY_DELAY)))
+                .await;
             return;
         }
-        (_, ack) => ack,
-    };
-    let body = match &result.error {
-        Some(error) => EventBody::Error {
-            kind: error.kind,
-            message: error.message.clone(),
-        },
-        None => EventBody::Done {
-            finish_reason: result.finish_reason.unwrap_or(FinishReason::Stop),
-            usage: result.usage,
-            timings: result.timings,
-            cached: false,
-        },
-    };
-    reply.send(body).await;
-    if let Err(err) = message.ack_with(ack).await {
+    }
+    if let Err(err) = message.ack().await {
         warn!(request_id = %result.request_id, error = %err, "ack failed");
     }
 }
 
-/// A failed job: deterministic failures and exhausted deliveries end the request with
-/// an error; others go back to the queue after a delay.
-async fn fail(
-    shared: &Shared,
-    message: &jetstream::Message,
-    reply: &mut Reply,
-    base: StoredResult,
-    err: Error,
-    attempt: u32,
-) {
-    let last_try = shared.delivery.is_last(attempt);
-    if !err.is_deterministic() && !last_try {
-        warn!(request_id = %base.request_id, attempt, error = %err, kind = err.kind(), "job failed; retrying later");
-        let _ = message
-            .ack_with(AckKind::Nak(Some(shared.config.retry_delay)))
-            .await;
-        return;
+/// One run of a job that holds its request's record: a piece of the answer is sent
+/// only once the record holds it, and the run stops at the first write refused.
+struct Run {
+    shared: Arc<Shared>,
+    message: jetstream::Message,
+    reply: Reply,
+    hold: Hold,
+    /// The record as this run last wrote it: `text` is the answer so far.
+    record: StoredResult,
+    /// Bytes of the answer sent as deltas.
+    sent: usize,
+    /// Text generated and not stored yet.
+    unsent: String,
+    cache_key: Option<String>,
+}
+
+/// The run lost its job: it stops, sending nothing more.
+struct Lost(Box<StoredResult>);
+
+impl Run {
+    async fn generate(
+        mut self,
+        mut handle: JobHandle,
+        mut cancel_sub: Option<async_nats::Subscriber>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shared = self.shared.clone();
+        let progress_every = (shared.delivery.ack_wait / 4).max(Duration::from_millis(100));
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + progress_every, progress_every);
+        let mut next_event = None;
+        loop {
+            let event = match next_event.take() {
+                Some(event) => Some(event),
+                None => {
+                    let cancel_next = async {
+                        match cancel_sub.as_mut() {
+                            Some(sub) => sub.next().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        event = handle.events.recv() => event,
+                        Some(_) = cancel_next => {
+                            handle.cancel.store(true, Relaxed);
+                            cancel_sub = None;
+                            continue;
+                        }
+                        _ = progress.tick() => {
+                            let _ = self.message.ack_with(AckKind::Progress).await;
+                            continue;
+                        }
+                        _ = shared.hand_back.cancelled(), if !handle.cancel.load(Relaxed) => {
+                            handle.cancel.store(true, Relaxed);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let outcome = match event {
+                Some(EngineEvent::Started {
+                    prompt_tokens,
+                    reused_tokens,
+                }) => {
+                    debug!(request_id = %self.record.request_id, attempt = self.hold.attempt(), prompt_tokens, reused_tokens, "generating");
+                    Ok(false)
+                }
+                Some(EngineEvent::Delta(delta)) => {
+                    self.unsent.push_str(&delta);
+                    next_event = drain_deltas(&mut handle, &mut self.unsent);
+                    self.store_and_send().await.map(|()| false)
+                }
+                Some(EngineEvent::Done {
+                    finish_reason,
+                    usage,
+                    timings,
+                }) => self
+                    .done(finish_reason, usage, timings)
+                    .await
+                    .map(|()| true),
+                Some(EngineEvent::Failed(err)) => self.failed(err).await.map(|()| true),
+                None => self.failed(Error::EngineStopped).await.map(|()| true),
+            };
+            match outcome {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(Lost(current)) => {
+                    handle.cancel.store(true, Relaxed);
+                    lost(&shared, &self.message, &self.record.request_id, &current).await;
+                    return;
+                }
+            }
+        }
     }
-    let kind = if err.is_deterministic() {
-        err.wire_kind()
-    } else {
-        ErrorKind::DeliveriesExhausted
-    };
-    warn!(request_id = %base.request_id, attempt, error = %err, kind = kind.as_str(), "job failed for good");
-    let error = StoredError {
-        kind,
-        message: err.to_string(),
-    };
-    finish(
-        shared,
-        message,
-        reply,
-        base.into_failed(error),
-        AckKind::Term,
-    )
-    .await;
+
+    /// Stores the answer so far, then sends what it adds. A store that fails (NATS is
+    /// away) keeps the text for the next one.
+    async fn store_and_send(&mut self) -> Result<(), Lost> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let mut next = self.record.clone();
+        next.text.push_str(&self.unsent);
+        let limit = self.shared.delivery.ack_wait / 2;
+        match self.shared.results.hold(&mut self.hold, &next, limit).await {
+            Ok(None) => {}
+            Ok(Some(current)) => return Err(Lost(current)),
+            Err(err) => {
+                warn!(request_id = %next.request_id, error = %err, "storing the answer so far failed; its text waits");
+                return Ok(());
+            }
+        }
+        self.record = next;
+        self.send_stored().await;
+        Ok(())
+    }
+
+    /// Sends the stored text not sent yet.
+    async fn send_stored(&mut self) {
+        if self.sent < self.record.text.len() {
+            let text = self.record.text[self.sent..].to_string();
+            let at = self.sent as u64;
+            self.sent = self.record.text.len();
+            self.unsent.clear();
+            self.reply.send(EventBody::Delta { text, at }).await;
+        }
+    }
+
+    async fn done(
+        &mut self,
+        finish_reason: FinishReason,
+        usage: Usage,
+        timings: Timings,
+    ) -> Result<(), Lost> {
+        let shared = self.shared.clone();
+        let id = self.record.request_id.clone();
+        if shared.hand_back.is_cancelled() && finish_reason == FinishReason::Cancelled {
+            shared.cache.release(self.cache_key.as_deref()).await;
+            let _ = self.message.ack_with(AckKind::Nak(None)).await;
+            info!(request_id = %id, "handed back at shutdown");
+            return Ok(());
+        }
+        info!(
+            request_id = %id,
+            attempt = self.hold.attempt(),
+            finish_reason = finish_reason.as_str(),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            decode_tokens_per_s = timings.decode_tokens_per_s,
+            "answered"
+        );
+        let status = if finish_reason == FinishReason::Cancelled {
+            ResultStatus::Cancelled
+        } else {
+            ResultStatus::Done
+        };
+        let mut result = StoredResult {
+            status,
+            finish_reason: Some(finish_reason),
+            usage,
+            timings,
+            ..self.record.clone()
+        };
+        result.text.push_str(&self.unsent);
+        match self.cache_key.take() {
+            Some(key) if status == ResultStatus::Done => {
+                let entry = CacheEntry {
+                    model: result.model.clone(),
+                    text: result.text.clone(),
+                    finish_reason,
+                    usage,
+                    sources: result.sources.clone(),
+                    created_at_ms: now_ms(),
+                };
+                store_in_cache(&shared, &key, entry).await;
+            }
+            other => shared.cache.release(other.as_deref()).await,
+        }
+        self.end(result, AckKind::Ack).await
+    }
+
+    /// A failed job: deterministic failures and exhausted deliveries end the request
+    /// with an error; others go back to the queue after a delay, and the next attempt
+    /// continues the stored answer.
+    async fn failed(&mut self, err: Error) -> Result<(), Lost> {
+        let shared = self.shared.clone();
+        shared.cache.release(self.cache_key.take().as_deref()).await;
+        let attempt = self.hold.attempt();
+        let id = &self.record.request_id;
+        if !err.is_deterministic() && !shared.delivery.is_last(attempt) {
+            warn!(request_id = %id, attempt, error = %err, kind = err.kind(), "job failed; retrying later");
+            let _ = self
+                .message
+                .ack_with(AckKind::Nak(Some(shared.config.retry_delay)))
+                .await;
+            return Ok(());
+        }
+        let kind = if err.is_deterministic() {
+            err.wire_kind()
+        } else {
+            ErrorKind::DeliveriesExhausted
+        };
+        warn!(request_id = %id, attempt, error = %err, kind = kind.as_str(), "job failed for good");
+        let error = StoredError {
+            kind,
+            message: err.to_string(),
+        };
+        let failed = self.record.clone().into_failed(error);
+        self.end(failed, AckKind::Term).await
+    }
+
+    /// Stores the end, sends the rest of the answer and the last event, and acks. An
+    /// end that could not be stored goes back to the queue: the next attempt continues
+    /// from the last stored answer.
+    async fn end(&mut self, result: StoredResult, ack: AckKind) -> Result<(), Lost> {
+        let mut result = result;
+        result.finished_at_ms = now_ms();
+        let limit = self.shared.delivery.ack_wait / 2;
+        match self
+            .shared
+            .results
+            .hold(&mut self.hold, &result, limit)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(current)) => return Err(Lost(current)),
+            Err(err) => {
+                warn!(request_id = %result.request_id, error = %err, "storing the result failed; job handed back");
+                let _ = self
+                    .message
+                    .ack_with(AckKind::Nak(Some(RESULT_RETRY_DELAY)))
+                    .await;
+                return Ok(());
+            }
+        }
+        self.record = result;
+        self.send_stored().await;
+        self.reply.send_end(&self.record).await;
+        if let Err(err) = self.message.ack_with(ack).await {
+            warn!(request_id = %self.record.request_id, error = %err, "ack failed");
+        }
+        Ok(())
+    }
+}
+
+/// Moves every delta the engine has ready into `unsent`; the first other event comes
+/// back, to be handled after them.
+fn drain_deltas(handle: &mut JobHandle, unsent: &mut String) -> Option<EngineEvent> {
+    while let Ok(event) = handle.events.try_recv() {
+        match event {
+            EngineEvent::Delta(delta) => unsent.push_str(&delta),
+            other => return Some(other),
+        }
+    }
+    None
 }
 
 /// Stores a generated answer under its cache key, counting its size.
@@ -540,6 +794,14 @@ async fn store_in_cache(shared: &Shared, key: &str, entry: CacheEntry) {
             .cache_stored_bytes
             .fetch_add(stored_bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// `host:pid`, naming this process in the records it holds.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }
 
 fn shared_path(config: &WorkerConfig) -> std::path::PathBuf {
@@ -572,18 +834,4 @@ fn fingerprint_file(path: &std::path::Path) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
-}
-
-/// Moves the request's record forward to `result`, retrying through a leader election
-/// of the results bucket for up to half the ack wait (so that JetStream does not
-/// redeliver the job meanwhile). `None` when it could not be stored.
-async fn put_result(shared: &Shared, result: &StoredResult) -> Option<Written> {
-    let limit = shared.delivery.ack_wait / 2;
-    match shared.results.advance(result, limit).await {
-        Ok(written) => Some(written),
-        Err(err) => {
-            warn!(request_id = %result.request_id, error = %err, kind = err.kind(), "storing the result failed");
-            None
-        }
-    }
 }

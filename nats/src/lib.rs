@@ -15,6 +15,7 @@ pub mod ensure;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod relay;
 pub mod results;
 pub mod retry;
 pub mod server;
@@ -29,5 +30,5 @@ pub use ensure::{
 };
 pub use error::{Error, IdError, NotAcked, Result, WireError};
 pub use ids::{DocId, GatewayId, ModelName, RequestId};
-pub use results::{Results, Written};
+pub use results::{Claimed, Hold, Results, Written};
 pub use retry::{Transient, until_acked};

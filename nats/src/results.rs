@@ -7,6 +7,14 @@
 //! writer (a slow worker whose job was redelivered, a dead letter for a request that
 //! was answered meanwhile) can never move a finished request back: its write is
 //! refused and it learns what the record holds.
+//!
+//! A worker that runs a job holds the record while it runs (the job is *fenced*):
+//! [`Results::claim`] records its attempt and owner, and every later write of that run
+//! ([`Results::hold`]: the answer so far before each batch of deltas is sent, then the
+//! end) is a compare-and-set on the revision the run last wrote. When a job is
+//! redelivered (its worker died, or was too slow to say it is alive), the new attempt
+//! claims the record and continues the answer it holds; the old run's next write is
+//! refused, so it stops and never publishes over the new owner.
 
 use std::time::Duration;
 
@@ -41,8 +49,42 @@ pub fn may_move(current: &StoredResult, next: &StoredResult) -> bool {
         ResultStatus::Running => {
             current.status == ResultStatus::Queued || next.attempt >= current.attempt
         }
-        ResultStatus::Done | ResultStatus::Failed | ResultStatus::Cancelled => true,
+        // only the attempt that holds a running record ends it
+        ResultStatus::Done | ResultStatus::Failed | ResultStatus::Cancelled => {
+            current.status != ResultStatus::Running || next.attempt >= current.attempt
+        }
     }
+}
+
+/// The hold of one job run on its request's record.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    revision: u64,
+    attempt: u32,
+    owner: String,
+}
+
+impl Hold {
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether `record` was written by this run.
+    fn wrote(&self, record: &StoredResult) -> bool {
+        record.status == ResultStatus::Running
+            && record.attempt == self.attempt
+            && record.owner == self.owner
+    }
+}
+
+/// What a claim found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claimed {
+    /// The record is this run's. It holds the answer so far (empty on a first attempt,
+    /// what an earlier attempt had sent otherwise), which the run continues.
+    Held(Box<StoredResult>),
+    /// The request has ended, or a later attempt holds it: this is what it holds.
+    Lost(Box<StoredResult>),
 }
 
 /// One try at a write failed.
@@ -179,6 +221,124 @@ impl Results {
         Err(TryError::Contended)
     }
 
+    /// Takes the record for the run `running` describes (status `running`, its attempt
+    /// and owner), keeping the answer so far an earlier attempt left in it.
+    pub async fn claim(
+        &self,
+        running: &StoredResult,
+        limit: Duration,
+    ) -> Result<(Hold, Claimed), NotAcked> {
+        let mut hold = Hold {
+            revision: 0,
+            attempt: running.attempt,
+            owner: running.owner.clone(),
+        };
+        let (claimed, revision) = until_acked(limit, "claiming the request", || {
+            self.try_claim(running, &hold)
+        })
+        .await?;
+        hold.revision = revision;
+        Ok((hold, claimed))
+    }
+
+    /// The claim and the revision it holds the record at.
+    async fn try_claim(
+        &self,
+        running: &StoredResult,
+        hold: &Hold,
+    ) -> Result<(Claimed, u64), TryError> {
+        let key = names::request_key(&running.request_id);
+        for _ in 0..MAX_RACES {
+            let current = self.read(&running.request_id).await?;
+            let next = match &current {
+                Some((revision, current)) if hold.wrote(current) => {
+                    // our own claim, stored by a try whose ack was lost
+                    return Ok((Claimed::Held(Box::new(current.clone())), *revision));
+                }
+                Some((revision, current)) if !may_move(current, running) => {
+                    return Ok((Claimed::Lost(Box::new(current.clone())), *revision));
+                }
+                Some((_, current)) if current.status == ResultStatus::Running => StoredResult {
+                    text: current.text.clone(),
+                    usage: current.usage,
+                    ..running.clone()
+                },
+                _ => running.clone(),
+            };
+            let payload = encode(&next).map_err(|e| TryError::Unavailable(e.to_string()))?;
+            let written = match current {
+                None => self.kv.create(key, payload).await.map_err(|e| {
+                    (e.kind() == kv::CreateErrorKind::AlreadyExists)
+                        .then_some(())
+                        .ok_or_else(|| TryError::Unavailable(e.to_string()))
+                }),
+                Some((revision, _)) => self.kv.update(key, payload, revision).await.map_err(|e| {
+                    (e.kind() == kv::UpdateErrorKind::WrongLastRevision)
+                        .then_some(())
+                        .ok_or_else(|| TryError::Unavailable(e.to_string()))
+                }),
+            };
+            match written {
+                Ok(revision) => return Ok((Claimed::Held(Box::new(next)), revision)),
+                Err(Ok(())) => continue,
+                Err(Err(err)) => return Err(err),
+            }
+        }
+        Err(TryError::Contended)
+    }
+
+    /// Writes `next` (the answer so far, or the end) as the run `hold` stands for.
+    /// `Ok(None)`: stored. `Ok(Some(record))`: the run lost the job (a later attempt
+    /// claimed it, or the request ended) and must stop without sending anything more.
+    pub async fn hold(
+        &self,
+        hold: &mut Hold,
+        next: &StoredResult,
+        limit: Duration,
+    ) -> Result<Option<Box<StoredResult>>, NotAcked> {
+        let payload = encode(next)?;
+        let (lost, revision) = until_acked(limit, "storing the answer", || {
+            self.try_hold(hold, next, &payload)
+        })
+        .await?;
+        hold.revision = revision;
+        Ok(lost)
+    }
+
+    /// What [`hold`](Self::hold) found, and the revision the run holds the record at.
+    async fn try_hold(
+        &self,
+        hold: &Hold,
+        next: &StoredResult,
+        payload: &bytes::Bytes,
+    ) -> Result<(Option<Box<StoredResult>>, u64), TryError> {
+        let key = names::request_key(&next.request_id);
+        let mut expected = hold.revision;
+        for _ in 0..MAX_RACES {
+            match self.kv.update(key, payload.clone(), expected).await {
+                Ok(revision) => return Ok((None, revision)),
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(err) => return Err(TryError::Unavailable(err.to_string())),
+            }
+            // the revision moved: an earlier write of ours whose ack was lost, or
+            // another writer
+            match self.read(&next.request_id).await? {
+                Some((revision, current)) if current == *next => return Ok((None, revision)),
+                Some((revision, current)) if hold.wrote(&current) => expected = revision,
+                Some((revision, current)) => return Ok((Some(Box::new(current)), revision)),
+                // removed by an operator: nobody waits for this run any more
+                None => return Ok((Some(Box::new(next.clone())), expected)),
+            }
+        }
+        Err(TryError::Contended)
+    }
+
+    async fn read(&self, id: &RequestId) -> Result<Option<(u64, StoredResult)>, TryError> {
+        self.entry(id)
+            .await
+            .map_err(|e| TryError::Unavailable(e.to_string()))
+    }
+
     /// Removes a record (a task whose question could not be queued).
     pub async fn purge(&self, id: &RequestId) {
         if let Err(err) = self.kv.purge(names::request_key(id)).await {
@@ -226,7 +386,9 @@ mod tests {
         assert!(!may_move(&record(Running, 3), &record(Running, 2)));
         assert!(may_move(&record(Running, 2), &record(Running, 3)));
         assert!(may_move(&record(Queued, 0), &record(Running, 1)));
-        // the first attempt to finish wins, whichever it is
-        assert!(may_move(&record(Running, 3), &record(Done, 2)));
+        // only the attempt that holds a running record ends it
+        assert!(!may_move(&record(Running, 3), &record(Done, 2)));
+        assert!(may_move(&record(Running, 3), &record(Done, 3)));
+        assert!(may_move(&record(Queued, 0), &record(Cancelled, 0)));
     }
 }

@@ -25,7 +25,8 @@ use cauce_nats::async_nats;
 use cauce_nats::async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use cauce_nats::async_nats::jetstream::{self, kv};
 use cauce_nats::dead::{DeadLetter, DeadReason};
-use cauce_nats::wire::{self, ChatRequest, EventBody, PromptJob, ResultStatus, StoredResult};
+use cauce_nats::relay::{Output, Relay};
+use cauce_nats::wire::{self, ChatRequest, PromptJob, ResultStatus, StoredResult};
 use cauce_nats::{GatewayId, ModelName, RequestId, connect, names};
 use clap::{ArgGroup, Args};
 use futures::StreamExt;
@@ -488,7 +489,7 @@ fn replay_gateway_id() -> anyhow::Result<GatewayId> {
     Ok(GatewayId::parse(format!("replay-{suffix}"))?)
 }
 
-/// Follows one replayed request to its end: the text of the last attempt, or the
+/// Follows one replayed request to its end under the relay rules: the answer, or the
 /// stored result when the worker wrote one.
 async fn collect(
     mut events: async_nats::Subscriber,
@@ -496,12 +497,12 @@ async fn collect(
     id: &RequestId,
     deadline: tokio::time::Instant,
 ) -> Answer {
-    let mut attempt = 0;
-    let mut text = String::new();
+    let mut relay = Relay::new();
     let mut answer = loop {
         let message = match tokio::time::timeout_at(deadline, events.next()).await {
             Ok(Some(message)) => message,
             Ok(None) | Err(_) => {
+                let text = relay.take_text();
                 break Answer {
                     status: "timed_out".into(),
                     chars: text.chars().count(),
@@ -513,26 +514,26 @@ async fn collect(
         let Ok(event) = wire::decode::<wire::Event>(&message.payload) else {
             continue;
         };
-        if event.attempt < attempt {
-            continue;
+        let mut output = relay.accept(event);
+        if let Some(Output::Behind(event)) = output {
+            if let Some(stored) = stored_result(results, id).await {
+                relay.recover(&stored.text);
+            }
+            output = relay.accept(*event);
         }
-        if event.attempt > attempt {
-            attempt = event.attempt;
-            text.clear();
-        }
-        match event.body {
-            EventBody::Sources { .. } => {}
-            EventBody::Delta { text: delta } => text.push_str(&delta),
-            EventBody::Done { finish_reason, .. } => {
+        match output {
+            Some(Output::Done(finish) | Output::Recover(finish)) => {
+                let text = relay.take_text();
                 break Answer {
                     status: ResultStatus::Done.as_str().into(),
-                    finish_reason: Some(finish_reason.as_str().into()),
+                    finish_reason: Some(finish.finish_reason.as_str().into()),
                     chars: text.chars().count(),
                     text,
                     error: None,
                 };
             }
-            EventBody::Error { kind, message } => {
+            Some(Output::Failed { kind, message }) => {
+                let text = relay.take_text();
                 break Answer {
                     status: ResultStatus::Failed.as_str().into(),
                     chars: text.chars().count(),
@@ -541,6 +542,7 @@ async fn collect(
                     ..Answer::default()
                 };
             }
+            _ => {}
         }
     };
     let _ = events.unsubscribe().await;

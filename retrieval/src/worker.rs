@@ -468,8 +468,9 @@ async fn answer(
 /// Characters per delta when a cached answer is streamed back.
 const CACHED_DELTA_CHARS: usize = 24;
 
-/// Streams a cached answer in the shape of a generated one: deltas, the stored result,
-/// then `done` marked as cached. No prompt job is published.
+/// Streams a cached answer in the shape of a generated one: the stored result (so
+/// that every delta is in the record before it is sent), deltas, then `done` marked as
+/// cached. No prompt job is published.
 async fn serve_hit(
     shared: &Shared,
     job: &PromptJob,
@@ -478,39 +479,20 @@ async fn serve_hit(
 ) -> Result<()> {
     let request = &job.request;
     let reply_subject = names::events_subject(&request.gateway, &request.id);
-    let mut seq = 0;
-    let chars: Vec<char> = entry.text.chars().collect();
-    for piece in chars.chunks(CACHED_DELTA_CHARS) {
-        let body = EventBody::Delta {
-            text: piece.iter().collect(),
-        };
-        let event = Event {
-            request_id: request.id.clone(),
-            attempt,
-            seq,
-            body,
-        };
-        seq += 1;
-        shared
-            .client
-            .publish(reply_subject.clone(), wire::encode(&event)?)
-            .await
-            .map_err(|e| Error::jetstream("publish a cached delta")(e.into()))?;
-    }
     let result = StoredResult {
-        request_id: request.id.clone(),
-        model: request.model.clone(),
         status: ResultStatus::Done,
         text: entry.text.clone(),
         finish_reason: Some(entry.finish_reason),
         usage: entry.usage,
-        timings: Timings::default(),
         sources: job.sources(),
-        error: None,
         attempt,
-        created_at_ms: request.created_at_ms,
         finished_at_ms: wire::now_ms(),
         replay_of: request.replay_of.clone(),
+        ..StoredResult::queued(
+            request.id.clone(),
+            request.model.clone(),
+            request.created_at_ms,
+        )
     };
     let written = shared
         .results
@@ -521,11 +503,32 @@ async fn serve_hit(
         debug!(request_id = %request.id, status = current.status.as_str(), "the request had ended; cached answer not sent");
         return Ok(());
     }
+    let mut seq = 0;
+    let mut at = 0;
+    let chars: Vec<char> = entry.text.chars().collect();
+    for piece in chars.chunks(CACHED_DELTA_CHARS) {
+        let text: String = piece.iter().collect();
+        let len = text.len() as u64;
+        let event = Event {
+            request_id: request.id.clone(),
+            attempt,
+            seq,
+            body: EventBody::Delta { text, at },
+        };
+        seq += 1;
+        at += len;
+        shared
+            .client
+            .publish(reply_subject.clone(), wire::encode(&event)?)
+            .await
+            .map_err(|e| Error::jetstream("publish a cached delta")(e.into()))?;
+    }
     let body = EventBody::Done {
         finish_reason: entry.finish_reason,
         usage: entry.usage,
         timings: Timings::default(),
         cached: true,
+        text_bytes: at,
     };
     let event = Event {
         request_id: request.id.clone(),

@@ -179,8 +179,10 @@ pub async fn send(
     client.flush().await.unwrap();
 }
 
-pub fn delta(text: &str) -> EventBody {
-    EventBody::Delta { text: text.into() }
+/// A piece of the answer that starts `at` bytes into it.
+pub fn delta(at: u64, text: &str) -> EventBody {
+    let text = text.into();
+    EventBody::Delta { text, at }
 }
 
 pub fn done(prompt_tokens: u32, completion_tokens: u32) -> EventBody {
@@ -192,13 +194,12 @@ pub fn done(prompt_tokens: u32, completion_tokens: u32) -> EventBody {
         },
         timings: Timings::default(),
         cached: false,
+        text_bytes: 0,
     }
 }
 
 pub fn stored(request: &ChatRequest, status: wire::ResultStatus, text: &str) -> StoredResult {
     StoredResult {
-        request_id: request.id.clone(),
-        model: request.model.clone(),
         status,
         text: text.into(),
         finish_reason: status.is_final().then_some(FinishReason::Stop),
@@ -206,13 +207,13 @@ pub fn stored(request: &ChatRequest, status: wire::ResultStatus, text: &str) -> 
             prompt_tokens: 5,
             completion_tokens: 3,
         },
-        timings: Timings::default(),
-        sources: Vec::new(),
-        error: None,
         attempt: 1,
-        created_at_ms: request.created_at_ms,
         finished_at_ms: if status.is_final() { wire::now_ms() } else { 0 },
-        replay_of: None,
+        ..StoredResult::queued(
+            request.id.clone(),
+            request.model.clone(),
+            request.created_at_ms,
+        )
     }
 }
 

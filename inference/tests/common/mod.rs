@@ -168,7 +168,7 @@ pub fn delta_text(events: &[Event]) -> String {
     events
         .iter()
         .filter_map(|e| match &e.body {
-            EventBody::Delta { text } => Some(text.as_str()),
+            EventBody::Delta { text, .. } => Some(text.as_str()),
             _ => None,
         })
         .collect()

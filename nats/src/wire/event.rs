@@ -8,8 +8,10 @@ use crate::ids::RequestId;
 /// One event of a request's answer.
 ///
 /// `attempt` is the JetStream delivery count of the job that produced the event (a
-/// redelivered job starts a new attempt) and `seq` numbers the events of one attempt
-/// from 0, so a reader can drop duplicates and notice gaps.
+/// redelivered job starts a new attempt, which continues the same answer) and `seq`
+/// numbers the events of one attempt from 0. A delta says where in the whole answer
+/// its text goes (`at`), so a reader lines up the pieces of every attempt without
+/// counting them; see [`crate::relay`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub request_id: RequestId,
@@ -24,8 +26,14 @@ pub struct Event {
 pub enum EventBody {
     /// The retrieved sources, sent before the first token.
     Sources { sources: Vec<Source> },
-    /// The next piece of the answer: whole UTF-8 characters, never a retracted stop string.
-    Delta { text: String },
+    /// The next piece of the answer: whole UTF-8 characters, never a retracted stop
+    /// string. `at` is the byte offset of `text` in the whole answer; the request's
+    /// record held at least the answer up to the end of `text` before it was sent.
+    Delta {
+        text: String,
+        #[serde(default)]
+        at: u64,
+    },
     /// The answer is complete.
     Done {
         finish_reason: FinishReason,
@@ -35,6 +43,10 @@ pub enum EventBody {
         /// The answer came from the response cache, not from a model.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cached: bool,
+        /// The length in bytes of the whole answer's text, so that a reader knows
+        /// whether it missed the end (0: not said).
+        #[serde(default)]
+        text_bytes: u64,
     },
     /// The request failed; this is its last event.
     Error { kind: ErrorKind, message: String },

@@ -46,6 +46,10 @@ pub struct StoredResult {
     /// The delivery attempt that produced this result.
     #[serde(default)]
     pub attempt: u32,
+    /// The job run holding a `running` record (worker and run), so that a slow worker
+    /// whose job went to another one learns it lost the job; see [`crate::Results`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
     pub created_at_ms: u64,
     pub finished_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +100,7 @@ impl StoredResult {
             sources: Vec::new(),
             error: None,
             attempt: 0,
+            owner: String::new(),
             created_at_ms,
             finished_at_ms: 0,
             replay_of: None,

@@ -71,6 +71,7 @@ fn every_wire_type_round_trips() {
         },
         EventBody::Delta {
             text: "ñandú 🎉".into(),
+            at: 7,
         },
         EventBody::Done {
             finish_reason: FinishReason::Length,
@@ -85,6 +86,7 @@ fn every_wire_type_round_trips() {
                 ..Timings::default()
             },
             cached: true,
+            text_bytes: 12,
         },
         EventBody::Error {
             kind: ErrorKind::ContextOverflow,
@@ -113,6 +115,7 @@ fn every_wire_type_round_trips() {
             message: "boom".into(),
         }),
         attempt: 3,
+        owner: "host:12#4".into(),
         created_at_ms: 1,
         finished_at_ms: 2,
         replay_of: None,
@@ -141,12 +144,15 @@ fn event_json_is_flat_and_tagged() {
         request_id: RequestId::parse("r").unwrap(),
         attempt: 1,
         seq: 4,
-        body: EventBody::Delta { text: "hi".into() },
+        body: EventBody::Delta {
+            text: "hi".into(),
+            at: 3,
+        },
     };
     let json: serde_json::Value = serde_json::from_slice(&encode(&event).unwrap()).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"v": 1, "request_id": "r", "attempt": 1, "seq": 4, "type": "delta", "text": "hi"})
+        serde_json::json!({"v": 1, "request_id": "r", "attempt": 1, "seq": 4, "type": "delta", "text": "hi", "at": 3})
     );
 }
 
@@ -154,7 +160,8 @@ fn event_json_is_flat_and_tagged() {
 fn unknown_fields_are_ignored() {
     let payload = br#"{"v":1,"request_id":"r","attempt":1,"seq":0,"type":"delta","text":"x","future":{"a":1}}"#;
     let event: Event = decode(payload).unwrap();
-    assert_eq!(event.body, EventBody::Delta { text: "x".into() });
+    let text = "x".into();
+    assert_eq!(event.body, EventBody::Delta { text, at: 0 });
     let kind: Event = decode(
         br#"{"v":1,"request_id":"r","attempt":1,"seq":0,"type":"error","kind":"gpu_on_fire","message":"m"}"#,
     )

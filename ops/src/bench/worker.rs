@@ -124,7 +124,7 @@ impl WorkerTarget {
                 .map_err(|_| "bad_event".to_string())?;
             match event.body {
                 EventBody::Sources { .. } => {}
-                EventBody::Delta { text } if text.is_empty() => {}
+                EventBody::Delta { text, .. } if text.is_empty() => {}
                 EventBody::Delta { .. } => {
                     let now = Instant::now();
                     match last_delta {

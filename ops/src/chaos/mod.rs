@@ -68,9 +68,9 @@ pub struct ChaosArgs {
     /// must end failed with its reason; 0 sends none
     #[arg(long, default_value_t = 10)]
     poison_every: usize,
-    /// Ack wait of both work consumers
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    ack_wait: Duration,
+    /// Ack wait of both work consumers [default: the service's, 1.5s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ack_wait: Option<Duration>,
     /// Interval between two SIGKILLs of an inference worker
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     inference_kill_every: Duration,
@@ -399,8 +399,12 @@ async fn start(args: &ChaosArgs, dir: &std::path::Path) -> anyhow::Result<Servic
     let js = jetstream::new(client.clone());
     let limits = Limits {
         replicas: if nats.is_cluster() { 3 } else { 1 },
-        retrieval_ack_wait: args.ack_wait,
-        inference_ack_wait: args.ack_wait,
+        retrieval_ack_wait: args
+            .ack_wait
+            .unwrap_or(cauce_nats::ensure::DEFAULT_ACK_WAIT),
+        inference_ack_wait: args
+            .ack_wait
+            .unwrap_or(cauce_nats::ensure::DEFAULT_ACK_WAIT),
         ..Limits::default()
     };
     apply_when_elected(&js, &limits).await?;
