@@ -41,6 +41,12 @@ use crate::engine::{Engine, EngineEvent, JobHandle};
 use crate::error::{Error, Result};
 use crate::service;
 
+/// What a worker logs when it continues an answer an earlier attempt began.
+pub const LOG_CONTINUED: &str = "continuing the answer an earlier attempt began";
+/// What a live worker logs when another attempt took its job over (it was too slow to
+/// ack its progress in time).
+pub const LOG_TAKEN_OVER: &str = "another attempt took the job over; this run stops";
+
 /// How long a job whose result could not be stored waits before it is redelivered.
 const RESULT_RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -393,7 +399,7 @@ async fn run_job(shared: Arc<Shared>, message: jetstream::Message, _permit: Owne
         stats
             .jobs_continued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        info!(request_id = %request.id, attempt, bytes = record.text.len(), "continuing the answer an earlier attempt began");
+        info!(request_id = %request.id, attempt, bytes = record.text.len(), "{LOG_CONTINUED}");
     }
     let handle = match shared
         .engine
@@ -493,7 +499,7 @@ async fn lost(
         .stats()
         .jobs_lost
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    warn!(request_id = %id, attempt = current.attempt, owner = %current.owner, "another attempt took the job over; this run stops");
+    warn!(request_id = %id, attempt = current.attempt, owner = %current.owner, "{LOG_TAKEN_OVER}");
 }
 
 /// Ends a request no run held (see [`ended_before_start`]): the record, the last event,
@@ -674,6 +680,7 @@ impl Run {
             finish_reason = finish_reason.as_str(),
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
+            prefill_ms = timings.prefill_ms.round(),
             decode_tokens_per_s = timings.decode_tokens_per_s,
             "answered"
         );

@@ -251,3 +251,41 @@ async fn a_new_question_shares_the_system_message_another_slot_computed() {
     assert_eq!(again, alone);
     assert!(reused > 20, "{reused}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_continued_answer_goes_on_from_its_text_and_counts_it() {
+    let engine = engine(1);
+    let question = "Tell me a long story about dragons.";
+    let full = collect(engine.submit(job(question, greedy(40))).unwrap()).await;
+    assert_eq!(full.finish_reason, FinishReason::Length);
+    let cut = full.text.char_indices().nth(30).map_or(0, |(at, _)| at);
+    let so_far = full.text[..cut].to_string();
+
+    let rest = collect(
+        engine
+            .submit_continuing(job(question, greedy(40)), so_far.clone())
+            .unwrap(),
+    )
+    .await;
+    // only what follows is sent, and the whole answer counts against max_tokens
+    assert!(!rest.text.is_empty());
+    assert!(
+        !rest.text.starts_with(&so_far),
+        "the text so far is not sent again: {:?}",
+        rest.text
+    );
+    assert_eq!(rest.finish_reason, FinishReason::Length);
+    assert_eq!(rest.usage.completion_tokens, 40);
+    assert_eq!(rest.usage.prompt_tokens, full.usage.prompt_tokens);
+
+    // an answer that had reached its limit ends at once
+    let ended = collect(
+        engine
+            .submit_continuing(job(question, greedy(5)), full.text.clone())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ended.finish_reason, FinishReason::Length);
+    assert!(ended.text.is_empty());
+    assert!(ended.usage.completion_tokens >= 5);
+}

@@ -1,8 +1,8 @@
 //! `cauce chaos`: the promise that every accepted request ends, and its client sees
 //! how, checked from outside with the real processes.
 //!
-//! A run starts a `nats-server` with a file store, sets the NATS objects up (ack waits
-//! of 10 s by default), ingests the bundled corpus, and starts one gateway, one
+//! A run starts a `nats-server` with a file store, sets the NATS objects up (the
+//! service's ack waits, 1.5 s, by default), ingests the bundled corpus, and starts one gateway, one
 //! retrieval worker and two inference workers as child processes. It then sends
 //! requests at a steady pace for `--duration`, every other one streamed and the rest
 //! through the tasks API, while it breaks things:
@@ -11,7 +11,9 @@
 //! - `nats`: the nats-server is SIGKILLed and started again twice (on the same store);
 //! - `both`: all of that;
 //! - `cluster`: on a 3-node NATS cluster with replicas 3, one node is SIGKILLed halfway
-//!   through and stays down.
+//!   through and stays down;
+//! - `failover`: no steady load; the worker holding a streamed answer is killed
+//!   `--kills` times, and the client's wait is measured ([`stall`]).
 //!
 //! After the load it waits (`--settle`) for every task to end, and reports accepted /
 //! done / failed / lost and how every stream ended (`[DONE]`, an error event, or cut).
@@ -22,6 +24,7 @@
 
 mod load;
 mod procs;
+mod stall;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +37,8 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use cauce_inference::worker::{LOG_CONTINUED, LOG_TAKEN_OVER};
 
 use crate::cli::HomeArgs;
 use load::{StreamEnd, TaskEnd};
@@ -48,6 +53,9 @@ pub enum Scenario {
     Both,
     /// A 3-node cluster (replicas 3) loses one node, for good, halfway through.
     Cluster,
+    /// The worker holding a streamed answer is killed, `--kills` times: how long the
+    /// client waits, and whether it gets one answer (see `stall`).
+    Failover,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +91,9 @@ pub struct ChaosArgs {
     /// Sequence slots of each inference worker
     #[arg(long, default_value_t = 4)]
     slots: u32,
+    /// Kills of the `failover` scenario
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
     /// Write the report as JSON to this file too
     #[arg(long)]
     json: Option<PathBuf>,
@@ -110,6 +121,11 @@ pub struct Report {
     pub retrieval_kills: u32,
     pub nats_restarts: u32,
     pub nats_nodes_killed: u32,
+    /// Jobs a worker continued from the answer an earlier attempt had stored, and jobs
+    /// live workers gave up because another attempt took them over (a spurious
+    /// timeout), counted in the workers' logs.
+    pub jobs_continued: usize,
+    pub jobs_taken_over: usize,
     /// `GET /readyz` probed every 200 ms through the run: how many, and how long they
     /// took (whatever they answered).
     pub readyz_probes: usize,
@@ -167,6 +183,7 @@ impl Report {
             "chaos {:?} for {:.0} s: {} kills of inference workers, {} of retrieval, {} nats-server restarts, {} cluster nodes killed\n\
              requests  accepted {}  refused {}  done {}  failed {}  lost {}  (poisoned {}, of which failed with their reason {})\n\
              streams   [DONE] {}  error event {}  cut {}\n\
+             jobs      continued {}  taken from a live worker {}\n\
              /readyz   {} probes, p50 {:.1} ms, p99 {:.1} ms",
             self.scenario.unwrap_or(Scenario::Workers),
             self.duration_s,
@@ -184,6 +201,8 @@ impl Report {
             self.streams_done,
             self.streams_error,
             self.streams_cut,
+            self.jobs_continued,
+            self.jobs_taken_over,
             self.readyz_probes,
             self.readyz_p50_ms,
             self.readyz_p99_ms,
@@ -196,16 +215,24 @@ struct Service {
     gateway: Component,
     parts: Parts,
     base: String,
+    nats_url: String,
+    /// Where the logs and indexes go.
+    dir: PathBuf,
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("cauce-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let service = start(&args, &dir).await?;
+    if args.scenario == Scenario::Failover {
+        return failover(&args, service).await;
+    }
     let Service {
         mut gateway,
         parts,
         base,
-    } = start(&args, &dir).await?;
+        ..
+    } = service;
     let started = Instant::now();
     let stop = CancellationToken::new();
     let breaker = tokio::spawn(break_things(
@@ -226,6 +253,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     report.retrieval_kills = parts.retrieval.kills;
     report.nats_restarts = parts.nats.restarts;
     report.nats_nodes_killed = parts.nats.nodes_killed;
+    report.jobs_continued = procs::count_in_logs(&dir, "inference", LOG_CONTINUED);
+    report.jobs_taken_over = procs::count_in_logs(&dir, "inference", LOG_TAKEN_OVER);
     report.readyz_probes = probes.len();
     report.readyz_p50_ms = percentile(&probes, 0.50);
     report.readyz_p99_ms = percentile(&probes, 0.99);
@@ -254,11 +283,46 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `failover` scenario: rounds of kills mid-answer, then a frozen retrieval worker.
+async fn failover(args: &ChaosArgs, mut service: Service) -> anyhow::Result<()> {
+    let url = service.nats_url.clone();
+    let report = stall::run(&mut service, &url, args.kills).await?;
+    println!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    let dir = service.dir.clone();
+    service.gateway.stop();
+    drop(service);
+    if report.seams > 0 || report.streams_done < args.kills {
+        anyhow::bail!(
+            "{} answers differ from what was stored, {} of {} streams ended with [DONE]; the logs are in {}",
+            report.seams,
+            report.streams_done,
+            args.kills,
+            dir.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// The pieces the breaking task owns while it runs.
 struct Parts {
     nats: Nats,
     retrieval: Component,
     inference: Vec<Component>,
+    /// `cauce retrieval …` without its index folder.
+    retrieval_common: Vec<String>,
+}
+
+impl Parts {
+    /// The arguments of a retrieval worker with its own index in `index`.
+    fn retrieval_args(&self, index: &std::path::Path) -> Vec<String> {
+        let mut args = self.retrieval_common.clone();
+        args.extend(["--index-dir".into(), index.display().to_string()]);
+        args
+    }
 }
 
 /// When each thing breaks.
@@ -438,12 +502,7 @@ async fn start(args: &ChaosArgs, dir: &std::path::Path) -> anyhow::Result<Servic
         "--publish-timeout",
         "30s",
     ]);
-    let index = dir.join("index");
-    let retrieval_args = common(&[
-        "retrieval",
-        "--index-dir",
-        index.to_str().unwrap_or("index"),
-    ]);
+    let retrieval_common = common(&["retrieval"]);
     let slots = args.slots.to_string();
     let home_arg = home.to_str().unwrap_or(".").to_string();
     let inference_args = common(&[
@@ -455,16 +514,21 @@ async fn start(args: &ChaosArgs, dir: &std::path::Path) -> anyhow::Result<Servic
         "--ctx-size",
         "1024",
     ]);
+    let mut parts = Parts {
+        nats,
+        retrieval: Component::new("retrieval", Vec::new(), dir),
+        inference: (0..2)
+            .map(|i| Component::new(&format!("inference-{i}"), inference_args.clone(), dir))
+            .collect(),
+        retrieval_common,
+    };
+    parts.retrieval = Component::new("retrieval", parts.retrieval_args(&dir.join("index")), dir);
     let mut service = Service {
         gateway: Component::new("gateway", gateway_args, dir),
-        parts: Parts {
-            nats,
-            retrieval: Component::new("retrieval", retrieval_args, dir),
-            inference: (0..2)
-                .map(|i| Component::new(&format!("inference-{i}"), inference_args.clone(), dir))
-                .collect(),
-        },
+        parts,
         base: format!("http://127.0.0.1:{port}"),
+        nats_url: url.clone(),
+        dir: dir.to_path_buf(),
     };
     service.gateway.start()?;
     service.parts.retrieval.start()?;

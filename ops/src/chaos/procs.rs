@@ -46,6 +46,17 @@ impl Component {
         Ok(())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: the process hangs, holding whatever it pulled.
+    pub fn freeze(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+        }
+    }
+
     /// SIGKILL, as a crash would, then wait for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -70,6 +81,20 @@ impl Component {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Lines of the logs of components whose name starts with `prefix` (every start of
+/// each appends to one file) that contain `needle`.
+pub fn count_in_logs(dir: &Path, prefix: &str, needle: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|log| log.lines().filter(|l| l.contains(needle)).count())
+        .sum()
 }
 
 impl Drop for Component {
