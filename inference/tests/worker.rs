@@ -307,3 +307,67 @@ async fn stop_strings_max_tokens_and_spanish_accents_arrive_intact_over_nats() {
     assert!(!text.contains('\u{fffd}'));
     assert_eq!(stored_result(&client, &spanish.request.id).await.text, text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_job_another_attempt_claimed_stops_and_never_sends_past_it() {
+    use futures::StreamExt;
+    let server = nats();
+    let client = server.client().await;
+    let _worker = spawn_worker(client.clone(), worker_config(1)).await;
+    let long = job(
+        "Write a very long essay about the history of Rome.",
+        greedy(400),
+    );
+    let mut events = publish(&client, &long).await;
+    let first = events.next().await.unwrap();
+    let first: cauce_nats::wire::Event = cauce_nats::wire::decode(&first.payload).unwrap();
+    assert!(matches!(first.body, EventBody::Delta { .. }));
+
+    // a later attempt takes the record over, as a redelivery to another worker would
+    let results = cauce_nats::Results::open(&jetstream::new(client.clone()))
+        .await
+        .unwrap();
+    let running = cauce_nats::wire::StoredResult {
+        status: ResultStatus::Running,
+        attempt: 99,
+        owner: "elsewhere:1#0".into(),
+        ..cauce_nats::wire::StoredResult::queued(
+            long.request.id.clone(),
+            long.request.model.clone(),
+            long.request.created_at_ms,
+        )
+    };
+    let (_, claimed) = results
+        .claim(&running, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let cauce_nats::Claimed::Held(claimed) = claimed else {
+        panic!("the claim is refused: {claimed:?}");
+    };
+
+    // the worker stops: its slot takes the next job, which is answered
+    let next = job("What is the capital of France?", greedy(24));
+    let mut next_events = publish(&client, &next).await;
+    let answered = events_until_end(&mut next_events).await;
+    assert!(delta_text(&answered).contains("Paris"));
+
+    // nothing the first run sent lies beyond what the record held when it lost it
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        let event: cauce_nats::wire::Event = cauce_nats::wire::decode(&message.payload).unwrap();
+        match event.body {
+            EventBody::Delta { text, at } => assert!(
+                at as usize + text.len() <= claimed.text.len(),
+                "a delta sent after the job was lost: {at} {text:?}"
+            ),
+            other => panic!("the run that lost its job ended it: {other:?}"),
+        }
+    }
+    let record = stored_result(&client, &long.request.id).await;
+    assert_eq!(
+        (record.attempt, record.owner.as_str()),
+        (99, "elsewhere:1#0")
+    );
+    assert_eq!(record.status, ResultStatus::Running);
+}

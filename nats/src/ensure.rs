@@ -34,7 +34,7 @@ const MIB: i64 = 1 << 20;
 
 /// Keys of the `PROMPTS` stream's metadata that record how a model's consumer is made.
 /// The work consumers' ack wait when none is asked for.
-pub const DEFAULT_ACK_WAIT: Duration = Duration::from_millis(1500);
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(1);
 
 const META_INFERENCE_ACK_WAIT_MS: &str = "cauce.inference_ack_wait_ms";
 const META_MAX_DELIVERIES: &str = "cauce.max_deliveries";
@@ -101,9 +101,9 @@ impl Default for Limits {
                 max_age: Duration::from_secs(3600),
                 max_bytes: 64 * MIB,
             },
-            // short, so that a job whose worker died goes on elsewhere within about
-            // a second and a half: a live worker acks its progress four times as often,
-            // and one that is too slow loses its job safely (see `crate::results`)
+            // short, so that a job whose worker died goes on elsewhere within about a
+            // second: a live worker acks its progress four times as often, and one
+            // that is too slow loses its job safely (see `crate::results`)
             retrieval_ack_wait: DEFAULT_ACK_WAIT,
             inference_ack_wait: DEFAULT_ACK_WAIT,
             // each worker that dies holding a job spends one of them

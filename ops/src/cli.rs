@@ -117,11 +117,11 @@ pub struct LimitsArgs {
     #[arg(long, env = "CAUCE_MAX_DELIVERIES")]
     pub max_deliveries: Option<i64>,
     /// How long a retrieval worker may hold a question without acking before it is
-    /// redelivered [default: 1.5s]
+    /// redelivered [default: 1s]
     #[arg(long, env = "CAUCE_RETRIEVAL_ACK_WAIT", value_parser = humantime::parse_duration)]
     pub retrieval_ack_wait: Option<Duration>,
     /// How long an inference worker may go without an (in-progress) ack before its job
-    /// is redelivered [default: 1.5s]
+    /// is redelivered [default: 1s]
     #[arg(long, env = "CAUCE_INFERENCE_ACK_WAIT", value_parser = humantime::parse_duration)]
     pub inference_ack_wait: Option<Duration>,
     /// Window in which a repeated message id is dropped as a duplicate [default: 2m]
@@ -296,7 +296,7 @@ mod tests {
         };
         let message = asked.agree_with(&server).unwrap_err().to_string();
         for part in [
-            "ack_wait of consumer QUESTIONS/retrieval is 1s 500ms but --retrieval-ack-wait asks for 10s",
+            "ack_wait of consumer QUESTIONS/retrieval is 1s but --retrieval-ack-wait asks for 10s",
             "max_deliver of the work consumers is 10 but --max-deliveries asks for 9",
             "`cauce nats apply --max-deliveries 9 --retrieval-ack-wait 10s`",
         ] {

@@ -2,7 +2,7 @@
 //! how, checked from outside with the real processes.
 //!
 //! A run starts a `nats-server` with a file store, sets the NATS objects up (the
-//! service's ack waits, 1.5 s, by default), ingests the bundled corpus, and starts one gateway, one
+//! service's ack waits, 1 s, by default), ingests the bundled corpus, and starts one gateway, one
 //! retrieval worker and two inference workers as child processes. It then sends
 //! requests at a steady pace for `--duration`, every other one streamed and the rest
 //! through the tasks API, while it breaks things:
@@ -76,7 +76,7 @@ pub struct ChaosArgs {
     /// must end failed with its reason; 0 sends none
     #[arg(long, default_value_t = 10)]
     poison_every: usize,
-    /// Ack wait of both work consumers [default: the service's, 1.5s]
+    /// Ack wait of both work consumers [default: the service's, 1s]
     #[arg(long, value_parser = humantime::parse_duration)]
     ack_wait: Option<Duration>,
     /// Interval between two SIGKILLs of an inference worker
