@@ -28,6 +28,7 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fuzz;
 pub mod openai;
 pub mod pending;
 pub mod ratelimit;

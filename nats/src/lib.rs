@@ -13,6 +13,8 @@ pub mod dead;
 pub mod discovery;
 pub mod ensure;
 pub mod error;
+#[cfg(feature = "testkit")]
+pub mod fuzz;
 pub mod ids;
 pub mod names;
 pub mod relay;

@@ -36,6 +36,9 @@ const ZSTD_LEVEL: i32 = 3;
 /// Refuse to inflate a compressed payload past this size (a guard against bombs).
 const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 
+/// The largest zstd window a payload may use (8 MiB; level 3 writes 2 MiB ones).
+const MAX_WINDOW_LOG: u32 = 23;
+
 /// A top-level wire message.
 pub trait Wire: Serialize + DeserializeOwned {
     /// What the message is, for error messages.
@@ -138,17 +141,29 @@ pub fn decode_compressed<T: Wire>(payload: &[u8]) -> Result<T, WireError> {
         what: T::WHAT,
         reason,
     };
-    let decoder =
+    let mut decoder =
         zstd::stream::read::Decoder::new(payload).map_err(|e| compression(e.to_string()))?;
-    let mut json = Vec::new();
+    // a frame may ask for a window of up to 2 GiB: cauce writes 2 MiB ones
     decoder
-        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
-        .read_to_end(&mut json)
+        .window_log_max(MAX_WINDOW_LOG)
         .map_err(|e| compression(e.to_string()))?;
-    if json.len() > MAX_DECOMPRESSED_BYTES {
-        return Err(compression(format!(
-            "inflates past {MAX_DECOMPRESSED_BYTES} bytes"
-        )));
+    // read in pieces, refusing the piece that would pass the bound before the buffer
+    // grows for it: the buffer never holds more than the bound
+    let mut json = Vec::new();
+    let mut piece = vec![0u8; 64 * 1024];
+    loop {
+        let read = match decoder.read(&mut piece) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(compression(err.to_string())),
+        };
+        if json.len() + read > MAX_DECOMPRESSED_BYTES {
+            return Err(compression(format!(
+                "inflates past {MAX_DECOMPRESSED_BYTES} bytes"
+            )));
+        }
+        json.extend_from_slice(&piece[..read]);
     }
     decode(&json)
 }
