@@ -79,6 +79,9 @@ pub enum Error {
     DeadlineExceeded(Duration),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// A search found no retrieval worker to answer it, or the one it found failed.
+    #[error("search is unavailable: {reason}; retry later")]
+    SearchUnavailable { reason: String },
     /// Starting or running the HTTP server failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
@@ -128,6 +131,7 @@ impl Error {
             Error::Worker { kind, .. } => kind.as_str(),
             Error::DeadlineExceeded(_) => "deadline_exceeded",
             Error::ShuttingDown => "shutting_down",
+            Error::SearchUnavailable { .. } => "search_unavailable",
             Error::Serve(_) => "serve",
             Error::Announce(_) => "announce",
         }
@@ -167,6 +171,7 @@ impl Error {
             | Error::BacklogFull { .. }
             | Error::NotQueued { .. }
             | Error::Nats { .. }
+            | Error::SearchUnavailable { .. }
             | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Worker { kind, .. } => match kind {
                 ErrorKind::InvalidRequest | ErrorKind::ContextOverflow => StatusCode::BAD_REQUEST,
@@ -184,9 +189,10 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after } => Some(*retry_after),
-            Error::GatewayFull { .. } | Error::NotQueued { .. } | Error::Nats { .. } => {
-                Some(Duration::from_secs(1))
-            }
+            Error::GatewayFull { .. }
+            | Error::NotQueued { .. }
+            | Error::Nats { .. }
+            | Error::SearchUnavailable { .. } => Some(Duration::from_secs(1)),
             Error::BacklogFull { .. } | Error::ShuttingDown => Some(Duration::from_secs(5)),
             _ => None,
         }

@@ -103,6 +103,76 @@ fn strip_position(message: &str) -> &str {
         .map_or(message, |(head, _)| head)
 }
 
+/// The body of `POST /v1/search`: a query, or a conversation whose last user turn is
+/// searched as a chat request's retrieval would.
+#[derive(Debug, serde::Deserialize)]
+pub struct SearchBody {
+    pub query: Option<String>,
+    pub messages: Option<Vec<crate::openai::MessageIn>>,
+    pub top_k: Option<i64>,
+    pub collections: Option<Vec<String>>,
+}
+
+/// Sources a search returns unless it asks for another number.
+pub const DEFAULT_SEARCH_TOP_K: u32 = 4;
+
+/// Checks a search body: the wire search request, or a `400` naming the field.
+pub fn validate_search(
+    body: SearchBody,
+    config: &GatewayConfig,
+) -> Result<cauce_nats::wire::SearchRequest> {
+    let messages = match (body.query, body.messages) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "query",
+                "give either query or messages, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(Error::invalid(
+                "query",
+                "give the text to search for as query, or a conversation as messages",
+            ));
+        }
+        (Some(query), None) if query.trim().is_empty() => {
+            return Err(Error::invalid("query", "query is empty"));
+        }
+        (Some(query), None) => vec![ChatMessage {
+            role: Role::User,
+            content: query,
+        }],
+        (None, Some(messages)) => {
+            let chat = ChatCompletionRequest {
+                messages,
+                ..ChatCompletionRequest::default()
+            };
+            validate(chat, config)?.messages
+        }
+    };
+    let top_k = body.top_k.unwrap_or(i64::from(DEFAULT_SEARCH_TOP_K));
+    if !(1..=MAX_TOP_K).contains(&top_k) {
+        return Err(Error::invalid(
+            "top_k",
+            format!("top_k must be between 1 and {MAX_TOP_K}, got {top_k}"),
+        ));
+    }
+    if let Some(other) = body
+        .collections
+        .iter()
+        .flatten()
+        .find(|c| c.as_str() != "default")
+    {
+        return Err(Error::invalid(
+            "collections",
+            format!("there is no collection {other:?}: every document is in \"default\""),
+        ));
+    }
+    Ok(cauce_nats::wire::SearchRequest {
+        messages,
+        top_k: top_k as u32,
+    })
+}
+
 /// Checks every field of a chat request.
 pub fn validate(
     request: ChatCompletionRequest,

@@ -20,6 +20,7 @@ pub mod names;
 pub mod relay;
 pub mod results;
 pub mod retry;
+pub mod search;
 pub mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;

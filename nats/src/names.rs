@@ -10,6 +10,11 @@ pub const QUESTIONS_SUBJECT: &str = "cauce.questions";
 /// Durable pull consumer of [`QUESTIONS`] shared by all retrieval workers.
 pub const RETRIEVAL_CONSUMER: &str = "retrieval";
 
+/// Subject of search requests (`POST /v1/search`), answered by one retrieval worker.
+pub const SEARCH_SUBJECT: &str = "cauce.search";
+/// Queue group the retrieval workers answer [`SEARCH_SUBJECT`] in.
+pub const SEARCH_QUEUE: &str = "retrieval";
+
 /// Stream of prompt jobs (question plus retrieved context), one subject per model.
 pub const PROMPTS: &str = "PROMPTS";
 /// Wildcard covering every model's prompt subject.

@@ -14,6 +14,7 @@
 //! once its index has caught up with what `DOCS` held when it started; a request with
 //! retrieval off, or an empty index, passes straight through with no sources.
 
+pub mod answer_search;
 pub mod context;
 pub mod error;
 pub mod follow;

@@ -163,7 +163,15 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         config,
         ensured_models: Mutex::default(),
     });
+    let answerer = crate::answer_search::Answerer {
+        client: shared.client.clone(),
+        searcher: shared.searcher.clone(),
+        max_top_k: shared.config.max_top_k,
+        budget_chars: shared.config.context_budget_chars,
+    };
+    let searches = tokio::spawn(crate::answer_search::serve(answerer, cancel.clone()));
     let pulled = pull_questions(&shared, &cancel).await;
+    let _ = searches.await;
 
     follow_cancel.cancel();
     if let Err(err) = service.stop().await {

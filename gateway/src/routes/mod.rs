@@ -7,6 +7,7 @@ mod docs;
 mod health;
 mod models;
 mod page;
+mod search;
 mod tasks;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::status).delete(tasks::cancel))
         .route("/v1/tasks/{id}/events", get(tasks::events))
         .route("/v1/models", get(models::list))
+        .route("/v1/search", post(search::search))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
     let public = Router::new()
         .route("/", get(page::index))

@@ -13,6 +13,7 @@ mod doc;
 mod event;
 mod prompt;
 mod result;
+mod search;
 
 pub use cache::{CacheEntry, CacheValue, cache_key};
 pub use chat::{ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
@@ -20,6 +21,7 @@ pub use doc::{DocPassage, DocRecord, Document, Tombstone};
 pub use event::{ErrorKind, Event, EventBody, FinishReason, Timings, Usage};
 pub use prompt::{PASSAGE_RESERVE_BYTES, Passage, PromptJob, Source};
 pub use result::{ResultStatus, StoredError, StoredResult};
+pub use search::{SearchHit, SearchRequest, SearchResponse};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
