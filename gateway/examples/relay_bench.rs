@@ -216,6 +216,7 @@ async fn publish_all(
                                 usage: Usage {
                                     prompt_tokens: 2,
                                     completion_tokens: deltas as u32,
+                                    cached_tokens: 0,
                                 },
                                 timings: Timings::default(),
                                 cached: false,

@@ -81,6 +81,13 @@ pub struct UsageOut {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// What of the prompt was reused, as OpenAI and vLLM report it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl From<Usage> for UsageOut {
@@ -89,6 +96,9 @@ impl From<Usage> for UsageOut {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.total_tokens(),
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: usage.cached_tokens,
+            },
         }
     }
 }
@@ -374,11 +384,13 @@ mod tests {
         let usage = parse(w.usage(Usage {
             prompt_tokens: 3,
             completion_tokens: 2,
+            cached_tokens: 1,
         }));
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(
             usage["usage"],
-            json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+            json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                   "prompt_tokens_details": {"cached_tokens": 1}})
         );
     }
 }

@@ -473,6 +473,7 @@ impl Batcher<'_> {
             usage: Usage {
                 prompt_tokens: (tokens - resumed) as u32,
                 completion_tokens: resumed as u32,
+                cached_tokens: 0,
             },
             timings: Timings::default(),
         });
@@ -656,9 +657,11 @@ impl Batcher<'_> {
                 0.0
             },
         };
+        let prompt_tokens = active.prompt.len() - active.resumed;
         let usage = Usage {
-            prompt_tokens: (active.prompt.len() - active.resumed) as u32,
+            prompt_tokens: prompt_tokens as u32,
             completion_tokens: active.completion_tokens,
+            cached_tokens: active.reused.min(prompt_tokens) as u32,
         };
         self.stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
         self.stats.jobs_finished.fetch_add(1, Ordering::Relaxed);

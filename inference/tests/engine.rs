@@ -208,7 +208,11 @@ async fn run_counting_reuse(engine: &Engine, job: cauce_nats::wire::PromptJob) -
         match event {
             EngineEvent::Started { reused_tokens, .. } => reused = Some(reused_tokens),
             EngineEvent::Delta(delta) => text.push_str(&delta),
-            EngineEvent::Done { .. } => break,
+            EngineEvent::Done { usage, .. } => {
+                // what the usage reports as cached is what prefill skipped
+                assert_eq!(Some(usage.cached_tokens), reused, "{usage:?}");
+                break;
+            }
             EngineEvent::Failed(err) => panic!("job failed: {err}"),
         }
     }

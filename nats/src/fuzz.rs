@@ -288,6 +288,7 @@ pub fn wire_seeds() -> Vec<Vec<u8>> {
     let usage = Usage {
         prompt_tokens: 10,
         completion_tokens: 3,
+        cached_tokens: 4,
     };
     let bodies = [
         EventBody::Sources {

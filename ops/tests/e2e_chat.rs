@@ -139,6 +139,8 @@ async fn a_streamed_answer_has_openai_chunks_sources_first_and_is_what_was_store
         usage["total_tokens"].as_u64().unwrap(),
         prompt_tokens + completion_tokens
     );
+    let cached = usage["prompt_tokens_details"]["cached_tokens"].as_u64();
+    assert!(cached.is_some_and(|c| c < prompt_tokens), "{usage}");
     if finish == "length" {
         assert_eq!(completion_tokens, 12);
     }

@@ -487,11 +487,16 @@ async fn serve_hit(
 ) -> Result<()> {
     let request = &job.request;
     let reply_subject = names::events_subject(&request.gateway, &request.id);
+    // answered from the response cache: none of the prompt was computed
+    let usage = wire::Usage {
+        cached_tokens: entry.usage.prompt_tokens,
+        ..entry.usage
+    };
     let result = StoredResult {
         status: ResultStatus::Done,
         text: entry.text.clone(),
         finish_reason: Some(entry.finish_reason),
-        usage: entry.usage,
+        usage,
         sources: job.sources(),
         attempt,
         finished_at_ms: wire::now_ms(),
@@ -533,7 +538,7 @@ async fn serve_hit(
     }
     let body = EventBody::Done {
         finish_reason: entry.finish_reason,
-        usage: entry.usage,
+        usage,
         timings: Timings::default(),
         cached: true,
         text_bytes: at,

@@ -191,6 +191,7 @@ pub fn done(prompt_tokens: u32, completion_tokens: u32) -> EventBody {
         usage: Usage {
             prompt_tokens,
             completion_tokens,
+            cached_tokens: 0,
         },
         timings: Timings::default(),
         cached: false,
@@ -206,6 +207,7 @@ pub fn stored(request: &ChatRequest, status: wire::ResultStatus, text: &str) -> 
         usage: Usage {
             prompt_tokens: 5,
             completion_tokens: 3,
+            cached_tokens: 0,
         },
         attempt: 1,
         finished_at_ms: if status.is_final() { wire::now_ms() } else { 0 },

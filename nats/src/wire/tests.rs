@@ -78,6 +78,7 @@ fn every_wire_type_round_trips() {
             usage: Usage {
                 prompt_tokens: 10,
                 completion_tokens: 3,
+                cached_tokens: 4,
             },
             timings: Timings {
                 queue_ms: 1.0,
