@@ -30,7 +30,7 @@ const MAX_TERMS_LAST_TURN: usize = 48;
 /// Most distinct terms taken from the previous user turn.
 const MAX_TERMS_PREVIOUS_TURN: usize = 16;
 /// Weight of the previous turn's terms against the last turn's.
-const PREVIOUS_TURN_WEIGHT: f32 = 0.35;
+const PREVIOUS_TURN_WEIGHT: f32 = 0.6;
 /// Most terms one search scores; past this, [`SearchTerms::most_selective`] keeps the
 /// rarest.
 pub const MAX_QUERY_TERMS: usize = 20;

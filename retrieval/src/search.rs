@@ -19,8 +19,9 @@ use crate::index::LocalIndex;
 use crate::query::{MAX_QUERY_TERMS, SearchTerms};
 use crate::schema::{Fields, Language};
 
-/// Candidates fetched per passage wanted, so that merging neighbours still fills `top_k`.
-const CANDIDATES_PER_PASSAGE: usize = 3;
+/// Candidates fetched per passage wanted, so that merging neighbours and keeping one
+/// source per document still fill `top_k`.
+const CANDIDATES_PER_PASSAGE: usize = 8;
 
 /// Search counters, shared with the stats handler.
 #[derive(Debug, Default)]
