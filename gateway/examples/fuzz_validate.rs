@@ -4,17 +4,9 @@
 use std::time::Instant;
 
 use cauce_gateway::config::GatewayConfig;
-use cauce_nats::fuzz::{self, Memory, Mutator};
-use peak_alloc::PeakAlloc;
+use cauce_nats::fuzz::{self, Mutator};
 
-#[global_allocator]
-static ALLOCATOR: PeakAlloc = PeakAlloc;
-
-const MEMORY: Memory = Memory {
-    current: || ALLOCATOR.current_usage(),
-    peak: || ALLOCATOR.peak_usage(),
-    reset_peak: || ALLOCATOR.reset_peak_usage(),
-};
+cauce_nats::measured_allocator!();
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -3,17 +3,9 @@
 //! long run: `cargo run --release -p cauce-gateway --example fuzz_validate`.
 
 use cauce_gateway::config::GatewayConfig;
-use cauce_nats::fuzz::{self, Memory, Mutator};
-use peak_alloc::PeakAlloc;
+use cauce_nats::fuzz::{self, Mutator};
 
-#[global_allocator]
-static ALLOCATOR: PeakAlloc = PeakAlloc;
-
-const MEMORY: Memory = Memory {
-    current: || ALLOCATOR.current_usage(),
-    peak: || ALLOCATOR.peak_usage(),
-    reset_peak: || ALLOCATOR.reset_peak_usage(),
-};
+cauce_nats::measured_allocator!();
 
 #[test]
 fn chat_bodies_are_valid_or_a_clear_client_error() {

@@ -92,7 +92,8 @@ async fn stream_relays_openai_chunks_with_sources_first_and_usage() {
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(
         usage["usage"],
-        json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15})
+        json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15,
+               "prompt_tokens_details": {"cached_tokens": 0}})
     );
 }
 

@@ -5,17 +5,9 @@
 
 use std::time::Instant;
 
-use cauce_nats::fuzz::{self, Memory};
-use peak_alloc::PeakAlloc;
+use cauce_nats::fuzz;
 
-#[global_allocator]
-static ALLOCATOR: PeakAlloc = PeakAlloc;
-
-const MEMORY: Memory = Memory {
-    current: || ALLOCATOR.current_usage(),
-    peak: || ALLOCATOR.peak_usage(),
-    reset_peak: || ALLOCATOR.reset_peak_usage(),
-};
+cauce_nats::measured_allocator!();
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -209,6 +209,23 @@ pub struct Report {
     pub max_live_bytes: usize,
 }
 
+pub use peak_alloc::PeakAlloc;
+
+/// Declares, in a fuzzing binary, the allocator that counts its memory (`ALLOCATOR`)
+/// and the [`Memory`] that reads it (`MEMORY`).
+#[macro_export]
+macro_rules! measured_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::fuzz::PeakAlloc = $crate::fuzz::PeakAlloc;
+        const MEMORY: $crate::fuzz::Memory = $crate::fuzz::Memory {
+            current: || ALLOCATOR.current_usage(),
+            peak: || ALLOCATOR.peak_usage(),
+            reset_peak: || ALLOCATOR.reset_peak_usage(),
+        };
+    };
+}
+
 /// How the fuzzing binary measures memory, through its allocator: the bytes it holds
 /// now, the most it held since the last reset, and the reset.
 #[derive(Clone, Copy)]

@@ -2,18 +2,10 @@
 //! payloads), and a zstd bomb: a value or a typed error every time, no panic, and
 //! memory bounded. The long run: `cargo run --release -p cauce-nats --example fuzz_wire`.
 
-use cauce_nats::fuzz::{self, Memory};
+use cauce_nats::fuzz;
 use cauce_nats::wire::{self, StoredResult};
-use peak_alloc::PeakAlloc;
 
-#[global_allocator]
-static ALLOCATOR: PeakAlloc = PeakAlloc;
-
-const MEMORY: Memory = Memory {
-    current: || ALLOCATOR.current_usage(),
-    peak: || ALLOCATOR.peak_usage(),
-    reset_peak: || ALLOCATOR.reset_peak_usage(),
-};
+cauce_nats::measured_allocator!();
 
 /// A payload may inflate to 64 MiB before it is refused; the buffer's last growth on
 /// the way there holds half as much again, and the decoder's window 8 MiB.
