@@ -13,7 +13,9 @@ gateway) over the corpus and passes its URL. For every question of the set:
 Relevance is by page. Reported per system: hit@1 and hit@4 (a relevant page first, or
 among the first four distinct pages), MRR@10 and nDCG@10 over the first ten distinct
 pages; for cauce also hit@4 over its first four sources as a chat answer gets them
-(several may be one page). Follow-up questions are reported apart too.
+(several may be one page). Follow-up questions are reported apart too. `--split tune`
+keeps the even-numbered questions (to tune on), `--split held-out` the odd ones (to
+report a tuned change on questions it was not tuned on).
 """
 
 import argparse
@@ -180,6 +182,12 @@ def main():
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--questions", required=True)
     parser.add_argument("--json")
+    parser.add_argument(
+        "--split",
+        choices=["all", "tune", "held-out"],
+        default="all",
+        help="tune: the even-numbered questions, to tune parameters on; held-out: the odd ones, to report",
+    )
     args = parser.parse_args()
     corpus = pathlib.Path(args.corpus)
     questions = [
@@ -187,6 +195,9 @@ def main():
         for line in pathlib.Path(args.questions).read_text().splitlines()
         if line.strip()
     ]
+    if args.split != "all":
+        keep = 0 if args.split == "tune" else 1
+        questions = [q for i, q in enumerate(questions) if i % 2 == keep]
     reference = Reference(corpus)
     rows = []
     for q in questions:
