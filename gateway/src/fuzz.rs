@@ -43,3 +43,13 @@ pub fn check(body: &[u8], config: &GatewayConfig) -> Result<bool, String> {
     }
     Ok(false)
 }
+
+/// [`check`] as a fuzzing run counts it (`cauce_nats::fuzz::fuzz`): one call, and
+/// whether it gave a valid request. A body answered otherwise than with a `4xx` and a
+/// message panics, which fails the run with the body saved.
+pub fn counted(body: &[u8], config: &GatewayConfig) -> (u64, u64) {
+    match check(body, config) {
+        Ok(valid) => (1, u64::from(valid)),
+        Err(wrong) => panic!("{wrong}"),
+    }
+}
