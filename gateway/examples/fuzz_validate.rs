@@ -24,10 +24,7 @@ fn main() {
             mutator,
             MEMORY,
             16 << 20,
-            |body| match cauce_gateway::fuzz::check(body, &config) {
-                Ok(valid) => (1, u64::from(valid)),
-                Err(wrong) => panic!("{wrong}"),
-            },
+            |body| cauce_gateway::fuzz::counted(body, \&config),
         );
     match checked {
         Ok(report) => {
