@@ -18,14 +18,9 @@ fn main() {
     let config = GatewayConfig::new();
     let mutator = Mutator::new(seed, cauce_gateway::fuzz::seeds());
     let started = Instant::now();
-    let checked =
-        fuzz::fuzz(
-            inputs,
-            mutator,
-            MEMORY,
-            16 << 20,
-            |body| cauce_gateway::fuzz::counted(body, \&config),
-        );
+    let checked = fuzz::fuzz(inputs, mutator, MEMORY, 16 << 20, |body| {
+        cauce_gateway::fuzz::counted(body, &config)
+    });
     match checked {
         Ok(report) => {
             let seconds = started.elapsed().as_secs_f64();

@@ -11,15 +11,10 @@ cauce_nats::measured_allocator!();
 fn chat_bodies_are_valid_or_a_clear_client_error() {
     let config = GatewayConfig::new();
     let mutator = Mutator::new(1, cauce_gateway::fuzz::seeds());
-    let report =
-        fuzz::fuzz(
-            20_000,
-            mutator,
-            MEMORY,
-            16 << 20,
-            |body| cauce_gateway::fuzz::counted(body, \&config),
-        )
-        .unwrap_or_else(|f| panic!("{f}"));
+    let report = fuzz::fuzz(20_000, mutator, MEMORY, 16 << 20, |body| {
+        cauce_gateway::fuzz::counted(body, &config)
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(report.inputs, 20_000);
     assert!(report.accepted > 0, "some mutations stay valid: {report:?}");
 }
