@@ -15,8 +15,9 @@
 //! Decisions: the KV cache is unified across sequences, sized `slots × ctx_per_slot`,
 //! and each sequence may use at most `ctx_per_slot` tokens, so admitted sequences
 //! always fit. A request without `max_tokens` runs until an end token or a full
-//! context. A request without a seed samples with a seed derived from its id, so a
-//! redelivered job regenerates the same text.
+//! context. A request without a seed samples with a seed derived from its id. A
+//! redelivered job does not start again: it continues the answer its record holds
+//! (see [`worker`]).
 
 pub mod config;
 pub mod engine;

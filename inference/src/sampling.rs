@@ -3,7 +3,7 @@
 //! Temperature 0 is greedy decoding. Otherwise top-k, top-p and min-p filter the
 //! candidates before temperature and a seeded draw, as llama.cpp's server does, with
 //! its defaults for what the request leaves out. A request without a seed gets one
-//! derived from its id, so a redelivered job regenerates the same answer.
+//! derived from its id, so that the same request samples the same way on any worker.
 
 use cauce_nats::RequestId;
 use cauce_nats::wire::Sampling;

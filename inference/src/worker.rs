@@ -1,12 +1,16 @@
 //! The inference worker: pulls prompt jobs for one model from `PROMPTS` only while it
 //! has free slots, runs them on the [`Engine`], and streams events back.
 //!
-//! Per job, one task publishes the events of the request in order: `delta` events
-//! numbered from 0 within the attempt (the JetStream delivery count), then the final
-//! result goes into `cauce-results`, then `done` (or `error`) is published, then the job
-//! is acked. While it generates the task sends in-progress acks, so a long answer is not
-//! redelivered; a cancel on `cauce.cancel.<request>` stops the sequence at the next
-//! step. A job cancelled while queued, or past its deadline, is answered without being
+//! Per job, one task claims the request's record in `cauce-results` for its attempt
+//! (the JetStream delivery count) and owner ([`Results::claim`]), and continues the
+//! answer the record holds: empty on a first attempt, what an earlier attempt sent when
+//! its worker died. Before each batch of deltas it stores the answer so far
+//! ([`Results::hold`]), then sends the deltas, each placed by its byte offset in the
+//! answer; at the end it stores the result, sends `done` (or `error`), and acks. A
+//! write refused means another attempt took the job over (this worker was too slow to
+//! ack its progress): the run stops and sends nothing more. While it generates the task
+//! sends in-progress acks four times per ack wait; a cancel on `cauce.cancel.<request>`
+//! stops the sequence at the next step. A job cancelled while queued, or past its deadline, is answered without being
 //! generated. A deterministic failure (a prompt longer than the context, a template
 //! error) ends with an `error` event and a terminate ack; a transient one is nak'ed
 //! with a delay until its deliveries run out.
