@@ -22,6 +22,8 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+mod job;
+mod placement;
 pub mod prompt;
 pub mod sampling;
 pub mod service;
