@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use cauce_nats::wire::{ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
+use cauce_nats::wire::{self, ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
 use cauce_nats::{GatewayId, ModelName, RequestId};
 use serde::de::DeserializeOwned;
 
@@ -15,8 +15,8 @@ use crate::openai::{ChatCompletionRequest, Content, Stop};
 
 /// OpenAI accepts at most this many stop sequences.
 const MAX_STOP: usize = 4;
-/// Passages a request may ask for.
-const MAX_TOP_K: i64 = 32;
+/// Passages a request may ask for: the one bound retrieval also keeps.
+const MAX_TOP_K: i64 = wire::MAX_TOP_K as i64;
 
 /// A chat request whose every field has been checked.
 #[derive(Clone, Debug, PartialEq)]

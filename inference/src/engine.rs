@@ -31,7 +31,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::{debug, info, warn};
@@ -110,7 +110,8 @@ pub struct Engine {
     info: ModelInfo,
 }
 
-fn backend() -> Result<&'static LlamaBackend> {
+/// The process's one llama.cpp backend, initialised on first use.
+pub(crate) fn backend() -> Result<&'static LlamaBackend> {
     static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _init = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -216,11 +217,7 @@ fn run_thread(
             return;
         }
     };
-    let template = model
-        .chat_template(None)
-        .or_else(|_| LlamaChatTemplate::new("chatml"))
-        .map_err(|e| Error::Template(e.to_string()));
-    let template = match template {
+    let template = match prompt::template(&model) {
         Ok(template) => template,
         Err(err) => {
             let _ = ready_tx.send(Err(err));
@@ -484,16 +481,7 @@ impl Batcher<'_> {
     /// Renders and tokenizes a job's prompt and the answer so far after it (how many
     /// tokens that is comes second), refusing a prompt that cannot fit.
     fn render(&self, job: &PromptJob, answer_so_far: &str) -> Result<(Vec<LlamaToken>, usize)> {
-        let messages = prompt::messages(job)
-            .into_iter()
-            .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Template(e.to_string()))?;
-        let text = self
-            .model
-            .apply_chat_template(&self.template, &messages, true)
-            .map_err(|e| Error::Template(e.to_string()))?;
-        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let tokens = prompt::tokens(self.model, &self.template, job)?;
         let context_tokens = self.config.ctx_per_slot as usize;
         if tokens.is_empty() {
             return Err(Error::Template("the rendered prompt is empty".into()));

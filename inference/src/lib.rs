@@ -28,6 +28,7 @@ pub mod prompt;
 pub mod sampling;
 pub mod service;
 pub mod text;
+pub mod vocab;
 pub mod worker;
 
 pub use config::{
@@ -35,4 +36,5 @@ pub use config::{
 };
 pub use engine::{Engine, EngineEvent, EngineStats, JobHandle, ModelInfo};
 pub use error::{Error, Result};
+pub use vocab::Vocabularies;
 pub use worker::{WorkerConfig, run};

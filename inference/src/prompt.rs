@@ -16,6 +16,10 @@
 //! The numbers match the `number` of the sources the client receives.
 
 use cauce_nats::wire::{Passage, PromptJob, Role};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+
+use crate::error::{Error, Result};
 
 /// The instruction that introduces the sources.
 pub const SOURCES_INSTRUCTION: &str = "Answer using the numbered sources below when they are \
@@ -59,6 +63,33 @@ pub fn messages(job: &PromptJob) -> Vec<TemplateMessage> {
         });
     }
     out
+}
+
+/// The model's own chat template, else ChatML.
+pub fn template(model: &LlamaModel) -> Result<LlamaChatTemplate> {
+    model
+        .chat_template(None)
+        .or_else(|_| LlamaChatTemplate::new("chatml"))
+        .map_err(|e| Error::Template(e.to_string()))
+}
+
+/// A job's whole prompt in the model's tokens: its [`messages`] through the chat
+/// template, ready for the answer. The engine prefills exactly these, and retrieval
+/// counts them (through [`crate::vocab`]) before it sends the sources.
+pub fn tokens(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    job: &PromptJob,
+) -> Result<Vec<LlamaToken>> {
+    let messages = messages(job)
+        .into_iter()
+        .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Template(e.to_string()))?;
+    let text = model
+        .apply_chat_template(template, &messages, true)
+        .map_err(|e| Error::Template(e.to_string()))?;
+    Ok(model.vocab().tokenize(text.as_bytes(), true, true))
 }
 
 fn sources_block(passages: &[Passage]) -> String {

@@ -15,6 +15,9 @@
 //! error) ends with an `error` event and a terminate ack; a transient one is nak'ed
 //! with a delay until its deliveries run out.
 //!
+//! While it runs, the worker keeps its model's card (fingerprint, context size, file
+//! name) in `cauce-cache` for retrieval workers ([`cauce_nats::model_card`]).
+//!
 //! Shutdown (the cancellation token): stop pulling, let running sequences finish within
 //! the drain timeout, then stop the rest and nak them so another worker takes them at
 //! once.
@@ -26,6 +29,7 @@ use async_nats::Client;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, kv};
 use cauce_nats::cache::ResponseCache;
+use cauce_nats::wire::ModelCard;
 use cauce_nats::{ModelName, Need, Results, check, ensure_inference_consumer, names};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -36,7 +40,7 @@ use tracing::{debug, info, warn};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::{job, service};
+use crate::{job, service, vocab};
 
 pub use crate::job::{LOG_CONTINUED, LOG_TAKEN_OVER};
 
@@ -115,23 +119,28 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
     let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
         .await
         .map_err(|e| Error::Context(e.to_string()))??;
-    let model_path = shared_path(&config);
-    let fingerprint = tokio::task::spawn_blocking(move || fingerprint_file(&model_path))
+    let model_path = config.engine.model_path.clone();
+    let fingerprint = tokio::task::spawn_blocking(move || vocab::file_fingerprint(&model_path))
         .await
         .map_err(|e| Error::Context(e.to_string()))??;
     let slots = engine.info().slots as usize;
     let announced = service::announce(&client, &config.model, &engine).await?;
     info!(model = %config.model, slots, "inference worker ready");
 
+    let card = ModelCard {
+        fingerprint: fingerprint.clone(),
+        context_tokens: engine.info().ctx_per_slot,
+        file: config
+            .engine
+            .model_path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
     let publisher = {
-        let (cache, model, fingerprint) =
-            (cache.clone(), config.model.clone(), fingerprint.clone());
+        let (cache, model) = (cache.clone(), config.model.clone());
         let (ttl, cancel) = (limits.cache.max_age, cancel.clone());
-        tokio::spawn(async move {
-            cache
-                .keep_fingerprint(&model, &fingerprint, ttl, cancel)
-                .await;
-        })
+        tokio::spawn(async move { cache.cards.keep(&model, &card, ttl, cancel).await })
     };
     let shared = Arc::new(Shared {
         client,
@@ -241,36 +250,4 @@ fn worker_id() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{host}:{}", std::process::id())
-}
-
-fn shared_path(config: &WorkerConfig) -> std::path::PathBuf {
-    config.engine.model_path.clone()
-}
-
-/// SHA-256 of the model file, hex: another file under the same name never shares
-/// cached answers.
-fn fingerprint_file(path: &std::path::Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::ModelLoad {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| Error::ModelLoad {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }

@@ -12,28 +12,25 @@
 //!   without the cache: claims are never retried in a loop.
 //! - The inference worker that generated a claimed answer [fills](ResponseCache::fill)
 //!   the key, or [releases](ResponseCache::release) it when it did not produce a
-//!   cacheable answer, and [keeps its model's fingerprint](ResponseCache::keep_fingerprint)
-//!   in the bucket: a key is made only with the fingerprint of the file that answers.
+//!   cacheable answer, and keeps its model's card in the bucket
+//!   ([`crate::model_card`]): a key is made only with the fingerprint of the file that
+//!   answers.
 //! - An operator lists and clears the answers ([`ResponseCache::answers`]).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::ids::ModelName;
+use crate::model_card::ModelCards;
 use crate::names;
 use crate::wire::{self, CacheEntry, CacheValue, ChatRequest, Passage, cache_key, now_ms};
 
 /// How often a waiting request looks at a pending key.
 const POLL: Duration = Duration::from_millis(25);
-/// How long a model's fingerprint is trusted before it is read again.
-const FINGERPRINT_TTL: Duration = Duration::from_secs(10);
 /// Claims lost to other requests before a lookup gives up on the cache.
 const MAX_RACES: usize = 32;
 
@@ -74,15 +71,16 @@ pub struct CachedKey {
 /// The `cauce-cache` bucket.
 pub struct ResponseCache {
     kv: kv::Store,
-    fingerprints: Mutex<HashMap<ModelName, (Option<String>, Instant)>>,
+    /// The models' cards, kept in the same bucket.
+    pub cards: ModelCards,
     pub stats: CacheStats,
 }
 
 impl ResponseCache {
     pub fn new(kv: kv::Store) -> Self {
         Self {
+            cards: ModelCards::new(kv.clone()),
             kv,
-            fingerprints: Mutex::default(),
             stats: CacheStats::default(),
         }
     }
@@ -203,29 +201,8 @@ impl ResponseCache {
 
     /// The fingerprint inference workers published for `model`, if any.
     async fn fingerprint(&self, model: &ModelName) -> Option<String> {
-        if let Some((fingerprint, read_at)) = self
-            .fingerprints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(model)
-            && read_at.elapsed() < FINGERPRINT_TTL
-        {
-            return fingerprint.clone();
-        }
-        let read = self
-            .kv
-            .get(names::model_fingerprint_key(model))
-            .await
-            .ok()
-            .flatten();
-        let fingerprint = read
-            .and_then(|v| String::from_utf8(v.to_vec()).ok())
-            .filter(|f| !f.is_empty());
-        self.fingerprints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(model.clone(), (fingerprint.clone(), Instant::now()));
-        fingerprint
+        let card = self.cards.get(model).await?;
+        Some(card.fingerprint).filter(|f| !f.is_empty())
     }
 
     /// The key a prompt job's answer may be stored under: its claimed key, when the
@@ -282,32 +259,6 @@ impl ResponseCache {
         }
     }
 
-    /// Keeps `model`'s fingerprint in the bucket, rewritten well within its time to
-    /// live, until `cancel` fires.
-    pub async fn keep_fingerprint(
-        &self,
-        model: &ModelName,
-        fingerprint: &str,
-        ttl: Duration,
-        cancel: CancellationToken,
-    ) {
-        let every = if ttl.is_zero() {
-            Duration::from_secs(600)
-        } else {
-            (ttl / 4).min(Duration::from_secs(600))
-        };
-        let key = names::model_fingerprint_key(model);
-        loop {
-            if let Err(err) = self.kv.put(&key, fingerprint.to_string().into()).await {
-                warn!(error = %err, "publishing the model fingerprint failed");
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
-            }
-        }
-    }
-
     /// Every answer key with its value (cached answer, pending claim or unreadable).
     pub async fn answers(&self) -> crate::Result<Vec<CachedKey>> {
         let object = names::CACHE_BUCKET;
@@ -339,7 +290,7 @@ impl ResponseCache {
         Ok(answers)
     }
 
-    /// Removes every cached answer and claim; the models' fingerprints stay. Returns
+    /// Removes every cached answer and claim; the models' cards stay. Returns
     /// how many keys went.
     pub async fn clear(&self) -> crate::Result<usize> {
         let answers = self.answers().await?;

@@ -16,8 +16,8 @@ use crate::ids::{DocId, GatewayId, ModelName, RequestId};
 use crate::names;
 use crate::wire::{
     self, CacheEntry, CacheValue, ChatMessage, ChatRequest, DocPassage, DocRecord, Document,
-    ErrorKind, Event, EventBody, FinishReason, Passage, PromptJob, ResultStatus, RetrievalOptions,
-    Role, Sampling, StoredResult, Timings, Tombstone, Usage, Wire,
+    ErrorKind, Event, EventBody, FinishReason, ModelCard, Passage, PromptJob, ResultStatus,
+    RetrievalOptions, Role, Sampling, StoredResult, Timings, Tombstone, Usage, Wire,
 };
 
 /// Seeded inputs: arbitrary bytes, random JSON, and mutations of valid payloads.
@@ -366,6 +366,11 @@ pub fn wire_seeds() -> Vec<Vec<u8>> {
         plain_bytes(&entry),
         plain_bytes(&document),
         plain_bytes(&tombstone),
+        plain_bytes(&ModelCard {
+            fingerprint: "ab12".into(),
+            context_tokens: 2048,
+            file: "model.gguf".into(),
+        }),
         packed_bytes(&result),
         packed_bytes(&entry),
         packed_bytes(&document),
@@ -459,6 +464,7 @@ fn decode_all(input: &[u8]) -> (u64, u64) {
     count(plain::<StoredResult>(input));
     count(plain::<CacheValue>(input));
     count(plain::<DocRecord>(input));
+    count(plain::<ModelCard>(input));
     count(compressed::<StoredResult>(input));
     count(compressed::<CacheValue>(input));
     count(compressed::<DocRecord>(input));

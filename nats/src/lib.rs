@@ -16,6 +16,7 @@ pub mod error;
 #[cfg(feature = "testkit")]
 pub mod fuzz;
 pub mod ids;
+pub mod model_card;
 pub mod names;
 pub mod relay;
 pub mod results;
@@ -33,5 +34,6 @@ pub use ensure::{
 };
 pub use error::{Error, IdError, NotAcked, Result, WireError};
 pub use ids::{DocId, GatewayId, ModelName, RequestId};
+pub use model_card::{ModelCards, PromptCounter};
 pub use results::{Claimed, Hold, Results, Written};
 pub use retry::{Transient, until_acked};

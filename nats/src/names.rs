@@ -116,9 +116,10 @@ pub fn cancel_subject(request: &RequestId) -> String {
     format!("cauce.cancel.{request}")
 }
 
-/// Key in [`CACHE_BUCKET`] of the fingerprint of the model file served as `model`, which
-/// inference workers write and cache keys are computed with.
-pub fn model_fingerprint_key(model: &ModelName) -> String {
+/// Key in [`CACHE_BUCKET`] of the [card](crate::wire::ModelCard) of the model served as
+/// `model` (its file's fingerprint, context size and file name), which inference
+/// workers write and retrieval workers read.
+pub fn model_card_key(model: &ModelName) -> String {
     format!("model.{model}")
 }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use cauce_nats::cache::{Lookup, ResponseCache};
 use cauce_nats::testkit::NatsServer;
-use cauce_nats::wire::{ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling, now_ms};
+use cauce_nats::wire::{
+    self, ChatMessage, ChatRequest, ModelCard, RetrievalOptions, Role, Sampling, now_ms,
+};
 use cauce_nats::{GatewayId, Limits, ModelName, RequestId, names};
 use std::sync::atomic::Ordering;
 
@@ -36,9 +38,14 @@ async fn setup(limits: &Limits) -> (NatsServer, jetstream::Context, ResponseCach
     let js = jetstream::new(nats.client().await);
     cauce_nats::apply(&js, limits).await.unwrap();
     let kv = js.get_key_value(names::CACHE_BUCKET).await.unwrap();
+    let card = ModelCard {
+        fingerprint: "fingerprint".into(),
+        context_tokens: 2048,
+        file: "model.gguf".into(),
+    };
     kv.put(
-        names::model_fingerprint_key(&ModelName::default_model()),
-        "fingerprint".into(),
+        names::model_card_key(&ModelName::default_model()),
+        wire::encode(&card).unwrap(),
     )
     .await
     .unwrap();
@@ -74,19 +81,17 @@ async fn a_full_bucket_is_answered_without_the_cache_at_once() {
     limits.cache.max_bytes = 4096;
     let (_nats, js, cache) = setup(&limits).await;
     let kv = js.get_key_value(names::CACHE_BUCKET).await.unwrap();
-    // fill the bucket with answers until it refuses more
-    let filler = vec![b'x'; 512];
+    // fill the bucket with answers until it refuses more, large ones then small ones
     let mut refused = false;
-    for i in 0..64 {
-        if kv
+    for (i, size) in (0..128).map(|i| (i, if i < 64 { 512 } else { 8 })) {
+        let put = kv
             .put(
                 names::cache_entry_key(&format!("filler{i}")),
-                filler.clone().into(),
+                vec![b'x'; size].into(),
             )
-            .await
-            .is_err()
-        {
-            refused = true;
+            .await;
+        refused |= put.is_err();
+        if put.is_err() && size == 8 {
             break;
         }
     }

@@ -4,8 +4,10 @@
 //! signal exits at once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use cauce_nats::{Need, connect};
+use cauce_inference::Vocabularies;
+use cauce_nats::{Need, PromptCounter, connect};
 use cauce_retrieval::{Language, WorkerConfig};
 use clap::Args;
 use tracing::info;
@@ -22,12 +24,10 @@ pub struct RetrievalArgs {
     /// Index directory [default: <home>/index/<language>]
     #[arg(long, env = "CAUCE_INDEX_DIR")]
     index_dir: Option<PathBuf>,
-    /// Most passages a request may ask for
-    #[arg(long, env = "CAUCE_MAX_TOP_K", default_value_t = 16)]
-    max_top_k: usize,
-    /// Characters of passage text put in one prompt
-    #[arg(long, env = "CAUCE_CONTEXT_BUDGET", default_value_t = 6000)]
-    context_budget: usize,
+    /// Folders searched for the inference workers' model files, whose vocabulary
+    /// counts prompts exactly [default: <home>/models and the installed model's folder]
+    #[arg(long = "models-dir", env = "CAUCE_MODELS_DIR", value_delimiter = ',')]
+    models_dirs: Vec<PathBuf>,
     /// Questions handled at once
     #[arg(long, env = "CAUCE_RETRIEVAL_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
@@ -48,8 +48,7 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     };
     let mut config = WorkerConfig::new(index_dir);
     config.language = args.language;
-    config.max_top_k = args.max_top_k;
-    config.context_budget_chars = args.context_budget;
+    config.prompt_counter = Some(prompt_counter(args.models_dirs.clone(), &args.home)?);
     config.concurrency = args.concurrency;
     args.cache.apply(&mut config);
     info!(?config, nats_url = %args.nats.nats_url, "cauce retrieval");
@@ -61,4 +60,19 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     cauce_retrieval::run(config, client.clone(), cancel).await?;
     client.drain().await.ok();
     Ok(())
+}
+
+/// Counts prompts with the vocabulary of the model files found in `dirs` (the
+/// default folders when empty), for fitting passages into a model's context.
+pub fn prompt_counter(
+    mut dirs: Vec<PathBuf>,
+    home: &HomeArgs,
+) -> anyhow::Result<Arc<dyn PromptCounter>> {
+    if dirs.is_empty() {
+        dirs.push(home.dir()?.join("models"));
+        if let Some(installed) = cauce_inference::installed_model_path().parent() {
+            dirs.push(installed.to_path_buf());
+        }
+    }
+    Ok(Arc::new(Vocabularies::new(dirs)))
 }

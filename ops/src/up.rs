@@ -83,6 +83,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut retrieval_config =
         cauce_retrieval::WorkerConfig::new(cauce_retrieval::default_dir(&home, args.language));
     retrieval_config.language = args.language;
+    // the inference worker's own file first
+    let mut models_dirs: Vec<PathBuf> = (inference_config.engine.model_path.parent())
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    models_dirs.push(home.join("models"));
+    retrieval_config.prompt_counter =
+        Some(crate::retrieval::prompt_counter(models_dirs, &args.home)?);
     args.cache.apply(&mut retrieval_config);
     let retrieval = tokio::spawn(watch(
         failed.clone(),

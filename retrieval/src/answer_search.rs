@@ -18,8 +18,6 @@ const SNIPPET_CHARS: usize = 300;
 pub struct Answerer {
     pub client: Client,
     pub searcher: Searcher,
-    pub max_top_k: usize,
-    pub budget_chars: usize,
 }
 
 /// Answers search requests until `cancel` fires.
@@ -54,12 +52,10 @@ pub async fn serve(answerer: Answerer, cancel: CancellationToken) {
 
 impl Answerer {
     async fn search(&self, request: SearchRequest) -> SearchResponse {
-        let top_k = (request.top_k as usize).min(self.max_top_k);
         let searcher = self.searcher.clone();
-        let budget = self.budget_chars;
+        let top_k = request.top_k as usize;
         let found =
-            tokio::task::spawn_blocking(move || searcher.search(&request.messages, top_k, budget))
-                .await;
+            tokio::task::spawn_blocking(move || searcher.search(&request.messages, top_k)).await;
         let indexed_passages = self.searcher.passages();
         match found {
             Ok(Ok(passages)) => SearchResponse {

@@ -6,9 +6,9 @@
 //! Another hit of a document already chosen is skipped: the sources are distinct
 //! documents, so that one long page does not take every place (on the Python
 //! documentation set of `ops/eval-retrieval` this took hit@4 from 0.524 to 0.560).
-//! Up to `top_k` passages are kept, then trimmed to a character budget: a passage that
-//! does not fit is cut at a word when enough room is left, else it and the rest are
-//! dropped. The best passage is always kept, cut if it must be.
+//! Up to `top_k` passages are kept, whole: a passage is never cut to fit a prompt, so
+//! one passage is the same text in every prompt it enters (fitting the model's
+//! context drops whole passages, see `fit.rs`).
 
 use cauce_nats::wire::Passage;
 
@@ -20,11 +20,8 @@ pub struct Hit {
     pub ord: u64,
 }
 
-/// Below this many characters of budget left, a passage is dropped rather than cut.
-const MIN_USEFUL_CHARS: usize = 200;
-
-/// Chooses, merges and trims hits into the passages of a prompt, best first.
-pub fn assemble(hits: Vec<Hit>, top_k: usize, budget_chars: usize) -> Vec<Passage> {
+/// Chooses and merges hits into the passages of a prompt, best first.
+pub fn assemble(hits: Vec<Hit>, top_k: usize) -> Vec<Passage> {
     // (passage, first ord, last ord)
     let mut chosen: Vec<(Passage, u64, u64)> = Vec::new();
     for hit in hits {
@@ -56,22 +53,7 @@ pub fn assemble(hits: Vec<Hit>, top_k: usize, budget_chars: usize) -> Vec<Passag
         }
     }
 
-    let mut left = budget_chars;
-    let mut out = Vec::new();
-    for (mut passage, _, _) in chosen {
-        let len = passage.text.chars().count();
-        if len > left {
-            if left < MIN_USEFUL_CHARS && !out.is_empty() {
-                break;
-            }
-            passage.text = cut_at_word(&passage.text, left);
-            out.push(passage);
-            break;
-        }
-        left -= len;
-        out.push(passage);
-    }
-    out
+    chosen.into_iter().map(|(passage, _, _)| passage).collect()
 }
 
 /// `first` followed by `second`, without the text that ends `first` and starts `second`.
@@ -86,19 +68,6 @@ pub fn merge_overlapping(first: &str, second: &str) -> String {
         return format!("{first}\n\n{second}");
     }
     format!("{first}{}", &second[overlap..])
-}
-
-fn cut_at_word(text: &str, max_chars: usize) -> String {
-    let end = text
-        .char_indices()
-        .nth(max_chars)
-        .map_or(text.len(), |(i, _)| i);
-    let window = &text[..end];
-    let cut = match window.rfind(char::is_whitespace) {
-        Some(space) if space > end / 2 => space,
-        _ => end,
-    };
-    format!("{}…", window[..cut].trim_end())
 }
 
 #[cfg(test)]
@@ -129,23 +98,11 @@ mod tests {
             hit("a", 0, 1.0, "first part. second part."),
             hit("a", 5, 0.5, "far away"),
         ];
-        let out = assemble(hits, 2, 10_000);
+        let out = assemble(hits, 2);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].text, "first part. second part. and the third");
         assert_eq!(out[0].score, 3.0);
         assert_eq!(out[1].doc_id.as_str(), "b");
-    }
-
-    #[test]
-    fn budget_cuts_at_a_word_and_keeps_the_best() {
-        let long = "word ".repeat(100);
-        let out = assemble(vec![hit("a", 0, 2.0, &long), hit("b", 0, 1.0, "x")], 4, 52);
-        assert_eq!(out.len(), 1);
-        assert!(
-            out[0].text.ends_with('…') && out[0].text.chars().count() <= 53,
-            "{}",
-            out[0].text
-        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod answer_search;
 pub mod context;
 pub mod error;
+pub mod fit;
 pub mod follow;
 pub mod index;
 pub mod query;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cauce_nats::DocId;
-use cauce_nats::wire::{ChatMessage, Passage};
+use cauce_nats::wire::{ChatMessage, MAX_TOP_K, Passage};
 use tantivy::collector::TopDocs;
 use tantivy::schema::Value;
 use tantivy::{IndexReader, TantivyDocument};
@@ -59,17 +59,13 @@ impl Searcher {
         self.reader.searcher().num_docs()
     }
 
-    /// The best passages for the conversation, merged and trimmed to `budget_chars`.
-    /// No text makes this fail: text without searchable words finds nothing.
-    pub fn search(
-        &self,
-        messages: &[ChatMessage],
-        top_k: usize,
-        budget_chars: usize,
-    ) -> Result<Vec<Passage>> {
+    /// The best passages for the conversation, at most `top_k` (and never more than
+    /// [`MAX_TOP_K`]), merged with their neighbours, whole. No text makes this fail:
+    /// text without searchable words finds nothing.
+    pub fn search(&self, messages: &[ChatMessage], top_k: usize) -> Result<Vec<Passage>> {
         let started = Instant::now();
         let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
-        let passages = self.search_terms(terms, top_k, budget_chars);
+        let passages = self.search_terms(terms, top_k.min(MAX_TOP_K as usize));
         let micros = started.elapsed().as_micros() as u64;
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -77,12 +73,7 @@ impl Searcher {
         passages
     }
 
-    fn search_terms(
-        &self,
-        terms: SearchTerms,
-        top_k: usize,
-        budget_chars: usize,
-    ) -> Result<Vec<Passage>> {
+    fn search_terms(&self, terms: SearchTerms, top_k: usize) -> Result<Vec<Passage>> {
         if terms.is_empty() || top_k == 0 {
             return Ok(Vec::new());
         }
@@ -105,7 +96,7 @@ impl Searcher {
                 None => warn!(?address, "indexed passage lacks a stored field, skipped"),
             }
         }
-        Ok(context::assemble(hits, top_k, budget_chars))
+        Ok(context::assemble(hits, top_k))
     }
 
     fn hit(&self, doc: &TantivyDocument, score: f32) -> Option<Hit> {

@@ -1,5 +1,5 @@
-//! The retrieval worker: pull a question from the `retrieval` consumer, search, send
-//! the `sources` event to the reply subject at once, publish the prompt job with
+//! The retrieval worker: pull a question from the `retrieval` consumer, search, fit
+//! the passages into the model's context (`fit.rs`), send the `sources` event to the reply subject at once, publish the prompt job with
 //! `Nats-Msg-Id` set to the request id, and ack the question only after JetStream
 //! acked the prompt job. A redelivered question (a worker died before its ack) makes
 //! the same publish, which JetStream drops as a duplicate: one prompt job per question.
@@ -21,7 +21,7 @@ use cauce_nats::wire::{
     StoredResult, Timings,
 };
 use cauce_nats::wire::{ErrorKind, StoredError};
-use cauce_nats::{ModelName, Need, Results, names};
+use cauce_nats::{ModelName, Need, PromptCounter, Results, names};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
+use crate::fit;
 use crate::follow::{FollowOptions, Follower};
 use crate::index::LocalIndex;
 use crate::schema::Language;
@@ -50,10 +51,9 @@ pub struct WorkerConfig {
     /// Directory of the local index (created, or rebuilt from `DOCS`, as needed).
     pub index_dir: PathBuf,
     pub language: Language,
-    /// Upper bound on a request's `top_k`.
-    pub max_top_k: usize,
-    /// Characters of passage text a prompt may carry.
-    pub context_budget_chars: usize,
+    /// Counts prompts in their model's tokens, so that passages fit its context
+    /// (`fit.rs`); without one, passages fit a byte budget.
+    pub prompt_counter: Option<Arc<dyn PromptCounter>>,
     /// Questions handled at once.
     pub concurrency: usize,
     pub follow: FollowOptions,
@@ -68,8 +68,7 @@ impl WorkerConfig {
         Self {
             index_dir,
             language: Language::English,
-            max_top_k: 16,
-            context_budget_chars: 6000,
+            prompt_counter: None,
             concurrency: 8,
             follow: FollowOptions::default(),
             cache: true,
@@ -98,7 +97,7 @@ struct Shared {
 pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken) -> Result<()> {
     info!(
         index_dir = %config.index_dir.display(), language = %config.language,
-        max_top_k = config.max_top_k, context_budget_chars = config.context_budget_chars,
+        counts_tokens = config.prompt_counter.is_some(),
         concurrency = config.concurrency, "retrieval worker starting"
     );
     let js = jetstream::new(client.clone());
@@ -166,8 +165,6 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
     let answerer = crate::answer_search::Answerer {
         client: shared.client.clone(),
         searcher: shared.searcher.clone(),
-        max_top_k: shared.config.max_top_k,
-        budget_chars: shared.config.context_budget_chars,
     };
     let searches = tokio::spawn(crate::answer_search::serve(answerer, cancel.clone()));
     let pulled = pull_questions(&shared, &cancel).await;
@@ -399,11 +396,12 @@ async fn answer(
     opted_out: bool,
 ) -> Result<usize> {
     let passages = retrieve(shared, &request).await?;
-    let mut job = PromptJob {
+    let job = PromptJob {
         request,
         passages,
         retrieved_at_ms: wire::now_ms(),
     };
+    let mut job = fit_context(shared, job).await?;
     // fitted before the sources are sent: the client sees exactly what the model sees
     // the headers (ids, cache key, fingerprint) ride in the same message
     let room = shared
@@ -558,15 +556,36 @@ async fn serve_hit(
     Ok(())
 }
 
+/// Drops the passages the model's context cannot hold (see `fit.rs`).
+async fn fit_context(shared: &Shared, mut job: PromptJob) -> Result<PromptJob> {
+    if job.passages.is_empty() {
+        return Ok(job);
+    }
+    let card = shared.cache.cards.get(&job.request.model).await;
+    let counter = shared.config.prompt_counter.clone();
+    let (job, fitted) = tokio::task::spawn_blocking(move || {
+        let fitted = fit::fit(&mut job, card.as_ref(), counter.as_deref());
+        (job, fitted)
+    })
+    .await
+    .map_err(|source| Error::Task {
+        what: "fit the context",
+        source,
+    })?;
+    if fitted.dropped > 0 {
+        debug!(request_id = %job.request.id, dropped = fitted.dropped, prompt_tokens = ?fitted.prompt_tokens, "passages dropped to fit the model's context");
+    }
+    Ok(job)
+}
+
 async fn retrieve(shared: &Shared, request: &ChatRequest) -> Result<Vec<Passage>> {
     if !request.retrieval.enabled || shared.searcher.passages() == 0 {
         return Ok(Vec::new());
     }
-    let top_k = (request.retrieval.top_k as usize).min(shared.config.max_top_k);
+    let top_k = request.retrieval.top_k as usize;
     let searcher = shared.searcher.clone();
     let messages = request.messages.clone();
-    let budget = shared.config.context_budget_chars;
-    tokio::task::spawn_blocking(move || searcher.search(&messages, top_k, budget))
+    tokio::task::spawn_blocking(move || searcher.search(&messages, top_k))
         .await
         .map_err(|source| Error::Task {
             what: "search",

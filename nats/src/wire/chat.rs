@@ -39,11 +39,16 @@ pub struct Sampling {
 }
 
 /// Whether and how to retrieve context for a request.
+/// The most passages a request may ask for: the gateway refuses more, and retrieval
+/// never gives more.
+pub const MAX_TOP_K: u32 = 32;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetrievalOptions {
     pub enabled: bool,
-    /// How many passages to put in the prompt.
+    /// How many passages to put in the prompt, at most [`MAX_TOP_K`]: fewer when the
+    /// model's context cannot hold them.
     pub top_k: u32,
 }
 

@@ -11,14 +11,16 @@ mod cache;
 mod chat;
 mod doc;
 mod event;
+mod model;
 mod prompt;
 mod result;
 mod search;
 
 pub use cache::{CacheEntry, CacheValue, cache_key};
-pub use chat::{ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
+pub use chat::{ChatMessage, ChatRequest, MAX_TOP_K, RetrievalOptions, Role, Sampling};
 pub use doc::{DocPassage, DocRecord, Document, Tombstone};
 pub use event::{ErrorKind, Event, EventBody, FinishReason, Timings, Usage};
+pub use model::ModelCard;
 pub use prompt::{PASSAGE_RESERVE_BYTES, Passage, PromptJob, Source};
 pub use result::{ResultStatus, StoredError, StoredResult};
 pub use search::{SearchHit, SearchRequest, SearchResponse};

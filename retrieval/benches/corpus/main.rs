@@ -60,9 +60,6 @@ struct Args {
     /// Passages per search, as a request's default `top_k`
     #[arg(long, default_value_t = 4)]
     top_k: usize,
-    /// Characters of context per search, as the worker's default budget
-    #[arg(long, default_value_t = 6000)]
-    context_budget: usize,
     /// Runs of each timed search: the first gives the wall-clock figures, the best of
     /// all a figure with less of the noise of a shared machine
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -189,17 +186,17 @@ async fn main() -> anyhow::Result<()> {
     let warmup = queries::draw(&reader, args.warmup, &mut rng)?;
     let timed = queries::draw(&reader, args.queries, &mut rng)?;
     for question in &warmup {
-        searcher.search(&question.messages, args.top_k, args.context_budget)?;
+        searcher.search(&question.messages, args.top_k)?;
     }
     let mut results = Vec::with_capacity(timed.len());
     for question in &timed {
         let started = Instant::now();
-        let passages = searcher.search(&question.messages, args.top_k, args.context_budget)?;
+        let passages = searcher.search(&question.messages, args.top_k)?;
         let took = started.elapsed();
         let mut best = took;
         for _ in 1..args.repeat {
             let started = Instant::now();
-            searcher.search(&question.messages, args.top_k, args.context_budget)?;
+            searcher.search(&question.messages, args.top_k)?;
             best = best.min(started.elapsed());
         }
         let docs: Vec<String> = passages.iter().map(|p| p.doc_id.to_string()).collect();
@@ -265,12 +262,11 @@ fn report_searches(args: &Args, results: &[Timed<'_>]) {
     let all = latencies(results, None);
     let total: Duration = all.iter().sum();
     println!(
-        "search      {} searches after {} warm-up, one thread, top_k {}, budget {} chars: \
+        "search      {} searches after {} warm-up, one thread, top_k {}: \
          p50 {}, p90 {}, p99 {}, max {}, mean {}",
         all.len(),
         args.warmup,
         args.top_k,
-        args.context_budget,
         ms(percentile(&all, 0.50)),
         ms(percentile(&all, 0.90)),
         ms(percentile(&all, 0.99)),
