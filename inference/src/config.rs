@@ -51,7 +51,13 @@ pub struct EngineConfig {
     pub batch_size: u32,
     /// Layers offloaded to a GPU (needs a build with the `cuda` feature).
     pub n_gpu_layers: u32,
+    /// Bytes of host memory for idle prompts' KV (the host cache); 0 keeps idle
+    /// prompts in their slots instead.
+    pub cache_ram: usize,
 }
+
+/// Host memory for idle prompts' KV unless configured: 2 GiB.
+pub const DEFAULT_CACHE_RAM: usize = 2 << 30;
 
 impl EngineConfig {
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
@@ -62,6 +68,7 @@ impl EngineConfig {
             threads: 0,
             batch_size: 512,
             n_gpu_layers: 0,
+            cache_ram: DEFAULT_CACHE_RAM,
         }
     }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use cauce_nats::wire::{FinishReason, PromptJob, Timings, Usage, now_ms};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -38,6 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
+use crate::host_cache::HostCache;
 use crate::placement::{SlotView, common_prefix, place};
 use crate::prompt;
 use crate::sampling;
@@ -84,7 +86,17 @@ pub struct EngineStats {
     /// Answers stored in the response cache: their JSON size and their stored (zstd) size.
     pub cache_json_bytes: AtomicU64,
     pub cache_stored_bytes: AtomicU64,
+    /// The host cache of idle prompts' KV: bytes and entries held, restores, and the
+    /// prompt tokens those restores gave.
+    pub host_cache_bytes: AtomicU64,
+    pub host_cache_entries: AtomicU64,
+    pub host_cache_restores: AtomicU64,
+    pub host_cache_restored_tokens: AtomicU64,
 }
+
+/// Idle prompts shorter than this stay in their slots rather than in the host cache
+/// (they take a few cells, and the template's header alone is cheap to compute).
+const MIN_PARKED_TOKENS: usize = 32;
 
 /// Facts about the loaded model.
 #[derive(Clone, Debug)]
@@ -256,6 +268,7 @@ fn run_thread(
             })
             .collect(),
         admissions: 0,
+        host: HostCache::new(config.cache_ram),
         waiting: VecDeque::new(),
         config,
         stats,
@@ -303,6 +316,7 @@ struct Batcher<'m> {
     batch: LlamaBatch<'static>,
     slots: Vec<Slot>,
     admissions: u64,
+    host: HostCache<SeqState>,
     waiting: VecDeque<Submission>,
     config: EngineConfig,
     stats: Arc<EngineStats>,
@@ -388,35 +402,7 @@ impl Batcher<'_> {
             let index = placement.slot;
             self.admissions += 1;
             self.slots[index].last_used = self.admissions;
-            let seq_id = self.slots[index].seq_id;
-            if let Some((source, shared)) = placement.copy {
-                // the unified KV cache lets two sequences share cells: the target
-                // takes the source's prefix without computing it again
-                let source_seq = self.slots[source].seq_id;
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-                let copied =
-                    self.ctx
-                        .copy_kv_cache_seq(source_seq, seq_id, Some(0), Some(shared as u32));
-                let slot = &mut self.slots[index];
-                slot.cached.clear();
-                if copied.is_ok() {
-                    slot.cached.extend_from_slice(&prompt[..shared]);
-                }
-            } else {
-                // at least one prompt token is decoded again, to get logits to sample from
-                let reused =
-                    common_prefix(&self.slots[index].cached, &prompt).min(prompt.len() - 1);
-                let slot = &mut self.slots[index];
-                let trimmed =
-                    self.ctx
-                        .clear_kv_cache_seq(Some(seq_id as u32), Some(reused as u32), None);
-                if matches!(trimmed, Ok(true)) {
-                    slot.cached.truncate(reused);
-                } else {
-                    let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-                    slot.cached.clear();
-                }
-            }
+            self.start_from(index, placement.copy, &prompt);
             let slot = &mut self.slots[index];
             let reused = slot.cached.len();
             let request = &sub.job.request;
@@ -449,6 +435,114 @@ impl Batcher<'_> {
                 first_token_at: None,
             });
         }
+    }
+
+    /// Fills slot `index`'s KV with the longest prefix of `prompt` it can get without
+    /// computing it: its own cached tokens, a busy slot's (`copy`), or a host cache
+    /// entry, whichever shares the most.
+    fn start_from(&mut self, index: usize, copy: Option<(usize, usize)>, prompt: &[LlamaToken]) {
+        // at least one prompt token is decoded again, to get logits to sample from
+        let usable = prompt.len() - 1;
+        let seq_id = self.slots[index].seq_id;
+        let from_slots = match copy {
+            Some((_, shared)) => shared,
+            None => common_prefix(&self.slots[index].cached, prompt).min(usable),
+        };
+        if let Some((entry, shared)) = self.host.longest(prompt)
+            && shared.min(usable) > from_slots
+            && self.restore(index, entry, shared.min(usable))
+        {
+            return;
+        }
+        if let Some((source, shared)) = copy {
+            // the unified KV cache lets two sequences share cells: the target
+            // takes the source's prefix without computing it again
+            let source_seq = self.slots[source].seq_id;
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+            let copied =
+                self.ctx
+                    .copy_kv_cache_seq(source_seq, seq_id, Some(0), Some(shared as u32));
+            let slot = &mut self.slots[index];
+            slot.cached.clear();
+            if copied.is_ok() {
+                slot.cached.extend_from_slice(&prompt[..shared]);
+            }
+        } else {
+            self.trim(index, from_slots);
+        }
+    }
+
+    /// Keeps the first `keep` cached tokens of slot `index`, or none when llama.cpp
+    /// cannot cut the sequence there.
+    fn trim(&mut self, index: usize, keep: usize) {
+        let slot = &mut self.slots[index];
+        let seq_id = slot.seq_id as u32;
+        let trimmed = self
+            .ctx
+            .clear_kv_cache_seq(Some(seq_id), Some(keep as u32), None);
+        if matches!(trimmed, Ok(true)) {
+            slot.cached.truncate(keep);
+        } else {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id), None, None);
+            slot.cached.clear();
+        }
+    }
+
+    /// Restores host cache entry `entry` into slot `index`, keeping its first `keep`
+    /// tokens; `false` (and an empty slot) when llama.cpp refused the state.
+    fn restore(&mut self, index: usize, entry: usize, keep: usize) -> bool {
+        let seq_id = self.slots[index].seq_id;
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+        let (tokens, state) = self.host.restore(entry);
+        let restored = self.ctx.state_seq_set(state, seq_id);
+        let slot = &mut self.slots[index];
+        slot.cached.clear();
+        if let Err(err) = restored {
+            warn!(error = %err, "restoring a prompt from the host cache failed");
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+            return false;
+        }
+        slot.cached.extend_from_slice(tokens);
+        self.trim(index, keep);
+        let stats = &self.stats;
+        stats.host_cache_restores.fetch_add(1, Ordering::Relaxed);
+        stats
+            .host_cache_restored_tokens
+            .fetch_add(self.slots[index].cached.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Moves an idle slot's prompt to the host cache and frees its cells; a prompt the
+    /// cache already holds is only freed. Without a host cache, or when it is short,
+    /// it stays in the slot.
+    fn park(&mut self, index: usize) {
+        let slot = &self.slots[index];
+        if !self.host.enabled() || slot.cached.len() < MIN_PARKED_TOKENS {
+            return;
+        }
+        let seq_id = slot.seq_id;
+        if !self.host.holds(&slot.cached) {
+            match self.ctx.state_seq_get(seq_id, LlamaStateSeqFlags::empty()) {
+                Ok(state) => {
+                    let bytes = state.byte_len();
+                    self.host.insert(slot.cached.clone(), state, bytes);
+                }
+                Err(err) => {
+                    // kept in the slot instead
+                    warn!(error = %err, "saving a prompt to the host cache failed");
+                    return;
+                }
+            }
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+        self.slots[index].cached.clear();
+        let stats = &self.stats;
+        stats
+            .host_cache_bytes
+            .store(self.host.bytes() as u64, Ordering::Relaxed);
+        stats
+            .host_cache_entries
+            .store(self.host.len() as u64, Ordering::Relaxed);
     }
 
     /// A continued answer that had already reached its limit (`max_tokens`, the
@@ -614,17 +708,8 @@ impl Batcher<'_> {
         tail.push_str(&active.stops.finish());
         send_delta(&active.sub, tail);
         let keep = active.prompt.len().min(slot.cached.len());
-        let trimmed =
-            self.ctx
-                .clear_kv_cache_seq(Some(slot.seq_id as u32), Some(keep as u32), None);
-        if matches!(trimmed, Ok(true)) {
-            slot.cached.truncate(keep);
-        } else {
-            let _ = self
-                .ctx
-                .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
-            slot.cached.clear();
-        }
+        self.trim(index, keep);
+        self.park(index);
         let done_at = Instant::now();
         let first = active.first_token_at.unwrap_or(done_at);
         let prefill = first.duration_since(active.admitted_at).as_secs_f64();

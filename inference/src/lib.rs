@@ -22,6 +22,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+mod host_cache;
 mod job;
 mod placement;
 pub mod prompt;
@@ -32,7 +33,8 @@ pub mod vocab;
 pub mod worker;
 
 pub use config::{
-    DEFAULT_MODEL_FILE, EngineConfig, default_model_path, installed_model, installed_model_path,
+    DEFAULT_CACHE_RAM, DEFAULT_MODEL_FILE, EngineConfig, default_model_path, installed_model,
+    installed_model_path,
 };
 pub use engine::{Engine, EngineEvent, EngineStats, JobHandle, ModelInfo};
 pub use error::{Error, Result};

@@ -13,7 +13,11 @@
 //! [2] …
 //! ```
 //!
-//! The numbers match the `number` of the sources the client receives.
+//! The passages are listed in the job's [prompt order](PromptJob::prompt_order), by
+//! document rather than by rank, so that two questions retrieving the same passages
+//! share the whole prefix up to the conversation, and the inference worker's caches
+//! (its slots, its host cache) compute it once. The numbers match the `number` of the
+//! sources the client receives; the sources themselves arrive best first.
 
 use cauce_nats::wire::{Passage, PromptJob, Role};
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
@@ -42,7 +46,7 @@ pub fn messages(job: &PromptJob) -> Vec<TemplateMessage> {
         .map(|m| m.content.clone())
         .collect();
     if !job.passages.is_empty() {
-        system_parts.push(sources_block(&job.passages));
+        system_parts.push(sources_block(&job.prompt_order()));
     }
     let mut out = Vec::with_capacity(request.messages.len() + 1);
     if !system_parts.is_empty() {
@@ -92,7 +96,7 @@ pub fn tokens(
     Ok(model.vocab().tokenize(text.as_bytes(), true, true))
 }
 
-fn sources_block(passages: &[Passage]) -> String {
+fn sources_block(passages: &[&Passage]) -> String {
     let mut block = String::from(SOURCES_INSTRUCTION);
     for (number, passage) in (1..).zip(passages) {
         block.push_str(&format!("\n\n[{number}] {}", passage.title));
@@ -133,7 +137,7 @@ mod tests {
 
     fn passage(title: &str, text: &str) -> Passage {
         Passage {
-            doc_id: DocId::parse("d").unwrap(),
+            doc_id: DocId::parse(title.to_lowercase()).unwrap(),
             version: "v".into(),
             title: title.into(),
             heading_path: vec![title.into(), "Ports".into()],
@@ -156,8 +160,8 @@ mod tests {
         let out = messages(&job(
             vec![system, user],
             vec![
-                passage("Configuration", "The gateway listens on 8080."),
                 passage("Scaling", "More workers."),
+                passage("Configuration", "The gateway listens on 8080."),
             ],
         ));
         assert_eq!(out.len(), 2);
@@ -167,6 +171,20 @@ mod tests {
             "[1] Configuration › Ports (docs/config.md#ports)\nThe gateway listens on 8080."
         ));
         assert!(out[0].content.contains("\n\n[2] Scaling › Ports"));
+        // best first for the client, numbered as the prompt cites them
+        let job = job(
+            vec![],
+            vec![passage("Scaling", "x"), passage("Configuration", "y")],
+        );
+        let numbers: Vec<_> = job
+            .sources()
+            .iter()
+            .map(|s| (s.doc_id.to_string(), s.number))
+            .collect();
+        assert_eq!(
+            numbers,
+            [("scaling".into(), 2), ("configuration".into(), 1)]
+        );
         assert_eq!(
             out[1],
             TemplateMessage {

@@ -44,6 +44,10 @@ pub fn stats_json(model: &ModelName, slots: u32, stats: &EngineStats) -> serde_j
         "jobs_lost": stats.jobs_lost.load(Ordering::Relaxed),
         "cache_json_bytes": stats.cache_json_bytes.load(Ordering::Relaxed),
         "cache_stored_bytes": stats.cache_stored_bytes.load(Ordering::Relaxed),
+        "host_cache_bytes": stats.host_cache_bytes.load(Ordering::Relaxed),
+        "host_cache_entries": stats.host_cache_entries.load(Ordering::Relaxed),
+        "host_cache_restores": stats.host_cache_restores.load(Ordering::Relaxed),
+        "host_cache_restored_tokens": stats.host_cache_restored_tokens.load(Ordering::Relaxed),
     })
 }
 

@@ -293,3 +293,44 @@ async fn a_continued_answer_goes_on_from_its_text_and_counts_it() {
     assert!(ended.text.is_empty());
     assert!(ended.usage.completion_tokens >= 5);
 }
+
+fn with_long_system(question: &str) -> cauce_nats::wire::PromptJob {
+    let mut job = with_system(question);
+    job.request.messages[0].content = format!(
+        "{} [1] The Nile flows north through eleven countries into the Mediterranean. \
+         [2] The Amazon carries more water than any other river. [3] The Danube \
+         rises in the Black Forest and reaches the Black Sea.",
+        job.request.messages[0].content
+    );
+    job
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_prompts_move_to_host_memory_and_are_restored_by_shared_prefixes() {
+    let (a, b) = ("Which river is the longest?", "Where does the Danube end?");
+    let mut config = EngineConfig::new(model_path());
+    config.slots = 1;
+    config.ctx_per_slot = 1024;
+    config.cache_ram = 0;
+    let plain = Engine::start(config.clone()).unwrap();
+    let (alone_a, _) = run_counting_reuse(&plain, with_long_system(a)).await;
+    let (alone_b, _) = run_counting_reuse(&plain, with_long_system(b)).await;
+    drop(plain);
+
+    config.cache_ram = 64 << 20;
+    let engine = Engine::start(config).unwrap();
+    let (first, reused) = run_counting_reuse(&engine, with_long_system(a)).await;
+    assert_eq!((first.as_str(), reused), (alone_a.as_str(), 0));
+    let stats = engine.stats();
+    assert_eq!(stats.host_cache_entries.load(Ordering::Relaxed), 1);
+    assert!(stats.host_cache_bytes.load(Ordering::Relaxed) > 0);
+    // the one slot was emptied; the next question restores the shared system message
+    let (second, reused) = run_counting_reuse(&engine, with_long_system(b)).await;
+    assert!(reused > 40, "the shared prefix was not restored: {reused}");
+    assert_eq!(second, alone_b);
+    // and the first question again: all of its prompt but the last token
+    let (again, reused) = run_counting_reuse(&engine, with_long_system(a)).await;
+    assert_eq!(again, alone_a);
+    assert!(reused > 60, "{reused}");
+    assert_eq!(stats.host_cache_restores.load(Ordering::Relaxed), 2);
+}

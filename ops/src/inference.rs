@@ -36,6 +36,10 @@ pub struct ModelArgs {
     /// Layers to offload to the GPU (needs a build with `--features cuda`)
     #[arg(long, env = "CAUCE_N_GPU_LAYERS", default_value_t = 0)]
     pub n_gpu_layers: u32,
+    /// MiB of host memory for idle prompts' KV, restored by prompts that share their
+    /// prefix (0: idle prompts stay in their slots)
+    #[arg(long, env = "CAUCE_CACHE_RAM", default_value_t = (cauce_inference::DEFAULT_CACHE_RAM >> 20) as u64)]
+    pub cache_ram: u64,
 }
 
 impl ModelArgs {
@@ -51,6 +55,7 @@ impl ModelArgs {
             threads: self.threads,
             batch_size: self.batch_size,
             n_gpu_layers: self.n_gpu_layers,
+            cache_ram: (self.cache_ram as usize) << 20,
         };
         Ok(WorkerConfig::new(self.model_name.clone(), engine))
     }

@@ -58,7 +58,8 @@ impl Passage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PromptJob {
     pub request: ChatRequest,
-    /// Best first; the prompt numbers them from 1 in this order.
+    /// Best first. The prompt lists them in [`PromptJob::prompt_order`] and numbers
+    /// them from 1 in that order.
     #[serde(default)]
     pub passages: Vec<Passage>,
     /// When retrieval finished, in Unix milliseconds.
@@ -66,12 +67,34 @@ pub struct PromptJob {
 }
 
 impl PromptJob {
-    /// The sources of this job, numbered as the prompt numbers them.
+    /// The passages in the order the prompt lists them: by document id, then
+    /// location, not by rank, so that questions retrieving the same passages share
+    /// the prompt's prefix (and its KV in the inference worker's caches) whatever
+    /// their ranks. Citation `[n]` is the n-th passage of this order.
+    pub fn prompt_order(&self) -> Vec<&Passage> {
+        let mut ordered: Vec<&Passage> = self.passages.iter().collect();
+        ordered.sort_by(|a, b| {
+            (a.doc_id.as_str(), &a.location, &a.text).cmp(&(
+                b.doc_id.as_str(),
+                &b.location,
+                &b.text,
+            ))
+        });
+        ordered
+    }
+
+    /// The sources of this job, best first, each numbered as the prompt cites it.
     pub fn sources(&self) -> Vec<Source> {
+        let ordered = self.prompt_order();
         self.passages
             .iter()
-            .zip(1..)
-            .map(|(p, n)| p.source(n))
+            .map(|passage| {
+                let at = ordered
+                    .iter()
+                    .position(|p| std::ptr::eq(*p, passage))
+                    .unwrap_or_default();
+                passage.source(at as u32 + 1)
+            })
             .collect()
     }
 }
