@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use async_nats::jetstream;
 use cauce_nats::discovery::{self, META_MODEL};
+use cauce_nats::metrics::Metrics;
 use cauce_nats::names::{self, WorkerKind};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub rounds: u64,
     /// When the last round finished.
     pub refreshed_at: Option<Instant>,
+    /// Every live worker's metrics, with the labels `/metrics` shows them under.
+    pub worker_metrics: Vec<(Vec<(&'static str, String)>, Metrics)>,
 }
 
 impl Snapshot {
@@ -68,13 +71,23 @@ impl WorkerView {
         let js = jetstream::new(client.clone());
         let mut rounds = 0;
         loop {
-            let (not_ready, models) = round(&client, &js, wait).await;
+            let (retrieval, inference) = tokio::join!(
+                discovery::discover(&client, WorkerKind::Retrieval, wait),
+                discovery::discover(&client, WorkerKind::Inference, wait),
+            );
+            let worker_metrics = [("retrieval", &retrieval), ("inference", &inference)]
+                .into_iter()
+                .flat_map(|(kind, found)| found.iter().flatten().map(move |w| (kind, w)))
+                .filter_map(|(kind, worker)| labelled_metrics(kind, worker))
+                .collect();
+            let (not_ready, models) = round(&js, retrieval, inference).await;
             rounds += 1;
             self.store(Snapshot {
                 not_ready,
                 models,
                 rounds,
                 refreshed_at: Some(Instant::now()),
+                worker_metrics,
             });
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -100,16 +113,28 @@ fn all_indexes_failing(workers: &[discovery::Instance]) -> Option<String> {
     ))
 }
 
-/// One discovery round: both worker kinds at once, and the streams.
+/// A worker's metrics with its kind, id and model as labels.
+fn labelled_metrics(
+    kind: &'static str,
+    worker: &discovery::Instance,
+) -> Option<(Vec<(&'static str, String)>, Metrics)> {
+    let metrics = Metrics::from_stats(worker.stats_data()?)?;
+    let mut labels = vec![
+        ("kind", kind.to_string()),
+        ("worker", worker.info.id.clone()),
+    ];
+    if let Some(model) = worker.metadata(META_MODEL) {
+        labels.push(("model", model.to_string()));
+    }
+    Some((labels, metrics))
+}
+
+/// What one discovery round (both worker kinds, found at once) and the streams say.
 async fn round(
-    client: &Client,
     js: &jetstream::Context,
-    wait: Duration,
+    retrieval: cauce_nats::Result<Vec<discovery::Instance>>,
+    inference: cauce_nats::Result<Vec<discovery::Instance>>,
 ) -> (Option<String>, BTreeSet<String>) {
-    let (retrieval, inference) = tokio::join!(
-        discovery::discover(client, WorkerKind::Retrieval, wait),
-        discovery::discover(client, WorkerKind::Inference, wait),
-    );
     let models: BTreeSet<String> = inference
         .as_ref()
         .map(|workers| {

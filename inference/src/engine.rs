@@ -25,6 +25,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use cauce_nats::metrics::{self, Histogram};
 use cauce_nats::wire::{FinishReason, PromptJob, Timings, Usage, now_ms};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -92,6 +93,43 @@ pub struct EngineStats {
     pub host_cache_entries: AtomicU64,
     pub host_cache_restores: AtomicU64,
     pub host_cache_restored_tokens: AtomicU64,
+    /// Admissions that looked in the host cache (its hit rate is restores over these).
+    pub host_cache_lookups: AtomicU64,
+    /// Jobs waiting for a slot inside the engine.
+    pub waiting: AtomicU64,
+    /// KV cells the slots' sequences hold (shared cells counted once per sequence).
+    pub kv_cells_used: AtomicU64,
+    pub histograms: EngineHistograms,
+}
+
+/// Latency and size distributions of the engine's work, for the worker's metrics.
+#[derive(Debug)]
+pub struct EngineHistograms {
+    /// From acceptance by the gateway to admission into a slot.
+    pub queue: Histogram,
+    /// From admission to the first token.
+    pub prefill: Histogram,
+    /// From the first token to the last.
+    pub decode: Histogram,
+    /// From acceptance to the first token.
+    pub time_to_first_token: Histogram,
+    /// Between two tokens of one sequence.
+    pub inter_token: Histogram,
+    /// Tokens of each decode step.
+    pub batch_tokens: Histogram,
+}
+
+impl Default for EngineHistograms {
+    fn default() -> Self {
+        Self {
+            queue: Histogram::new(metrics::SECONDS),
+            prefill: Histogram::new(metrics::SECONDS),
+            decode: Histogram::new(metrics::SECONDS),
+            time_to_first_token: Histogram::new(metrics::SECONDS),
+            inter_token: Histogram::new(metrics::SECONDS),
+            batch_tokens: Histogram::new(metrics::TOKENS),
+        }
+    }
 }
 
 /// Idle prompts shorter than this stay in their slots rather than in the host cache
@@ -307,6 +345,7 @@ struct Active {
     admitted_at: Instant,
     queue_ms: f64,
     first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
 }
 
 struct Batcher<'m> {
@@ -346,15 +385,28 @@ impl Batcher<'_> {
             }
             self.drop_cancelled();
             self.admit();
-            if self.build_batch() == 0 {
+            self.gauge_use();
+            let tokens = self.build_batch();
+            if tokens == 0 {
                 continue;
             }
+            self.stats.histograms.batch_tokens.observe(tokens as f64);
             if let Err(err) = self.ctx.decode(&mut self.batch) {
                 self.fail_batch(&err.to_string());
                 continue;
             }
             self.sample();
         }
+    }
+
+    /// The waiting jobs and used KV cells, for the worker's metrics.
+    fn gauge_use(&self) {
+        let used: usize = self.slots.iter().map(|s| s.cached.len()).sum();
+        let stats = &self.stats;
+        stats.kv_cells_used.store(used as u64, Ordering::Relaxed);
+        stats
+            .waiting
+            .store(self.waiting.len() as u64, Ordering::Relaxed);
     }
 
     fn drop_cancelled(&mut self) {
@@ -417,11 +469,13 @@ impl Batcher<'_> {
             self.stats
                 .reused_prompt_tokens
                 .fetch_add(reused as u64, Ordering::Relaxed);
+            let queue_ms = now_ms().saturating_sub(request.created_at_ms) as f64;
+            self.stats.histograms.queue.observe(queue_ms / 1000.0);
             slot.active = Some(Active {
                 sampler: sampling::sampler(&request.sampling, &request.id),
                 max_tokens: request.sampling.max_tokens,
                 stops: StopScanner::new(&request.sampling.stop),
-                queue_ms: now_ms().saturating_sub(request.created_at_ms) as f64,
+                queue_ms,
                 sub,
                 prompt,
                 prefilled: reused,
@@ -433,6 +487,7 @@ impl Batcher<'_> {
                 utf8: Utf8Assembler::default(),
                 admitted_at: Instant::now(),
                 first_token_at: None,
+                last_token_at: None,
             });
         }
     }
@@ -448,6 +503,11 @@ impl Batcher<'_> {
             Some((_, shared)) => shared,
             None => common_prefix(&self.slots[index].cached, prompt).min(usable),
         };
+        if self.host.enabled() {
+            self.stats
+                .host_cache_lookups
+                .fetch_add(1, Ordering::Relaxed);
+        }
         if let Some((entry, shared)) = self.host.longest(prompt)
             && shared.min(usable) > from_slots
             && self.restore(index, entry, shared.min(usable))
@@ -663,7 +723,21 @@ impl Batcher<'_> {
             };
             let token = active.sampler.sample(&self.ctx, at);
             active.completion_tokens += 1;
-            active.first_token_at.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            let histograms = &self.stats.histograms;
+            match active.last_token_at.replace(now) {
+                Some(previous) => histograms
+                    .inter_token
+                    .observe(now.duration_since(previous).as_secs_f64()),
+                None => {
+                    active.first_token_at = Some(now);
+                    let prefill = now.duration_since(active.admitted_at).as_secs_f64();
+                    histograms.prefill.observe(prefill);
+                    histograms
+                        .time_to_first_token
+                        .observe(active.queue_ms / 1000.0 + prefill);
+                }
+            }
             self.stats.tokens_generated.fetch_add(1, Ordering::Relaxed);
             if self.model.vocab().is_eog(token) {
                 self.finish(index, FinishReason::Stop);
@@ -714,6 +788,7 @@ impl Batcher<'_> {
         let first = active.first_token_at.unwrap_or(done_at);
         let prefill = first.duration_since(active.admitted_at).as_secs_f64();
         let decode = done_at.duration_since(first).as_secs_f64();
+        self.stats.histograms.decode.observe(decode);
         let prefilled = (active.prompt.len() - active.reused) as f64;
         let timings = Timings {
             queue_ms: active.queue_ms,

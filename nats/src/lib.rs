@@ -16,6 +16,7 @@ pub mod error;
 #[cfg(feature = "testkit")]
 pub mod fuzz;
 pub mod ids;
+pub mod metrics;
 pub mod model_card;
 pub mod names;
 pub mod relay;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cauce_nats::async_nats::jetstream;
 use cauce_nats::discovery::{self, Instance, META_GATEWAY, META_MODEL, META_SLOTS};
+use cauce_nats::metrics::Metrics;
 use cauce_nats::names::WorkerKind;
 use cauce_nats::{async_nats, connect};
 use clap::Args;
@@ -119,6 +120,9 @@ pub struct WorkerView {
     /// Retrieval workers: why the index cannot follow `DOCS`, when it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_error: Option<String>,
+    /// What the worker's Prometheus metrics say (see `cauce_nats::metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
 }
 
 #[derive(Debug, Serialize)]
@@ -250,6 +254,51 @@ pub async fn take(
     })
 }
 
+/// The figures of a worker's metrics worth a glance, on one line.
+fn metrics_line(m: &Metrics) -> Option<String> {
+    let counter = |name: &str| m.counters.get(name).copied().unwrap_or(0.0);
+    let gauge = |name: &str| m.gauges.get(name).copied().unwrap_or(0.0);
+    let bound = |name: &str, share: f64, scale: f64| {
+        m.histograms
+            .get(name)
+            .and_then(|h| h.quantile(share))
+            .map_or("-".into(), |b| format!("≤{}", b * scale))
+    };
+    let share = |part: f64, whole: f64| {
+        if whole > 0.0 {
+            100.0 * part / whole
+        } else {
+            0.0
+        }
+    };
+    if m.gauges.contains_key("cauce_inference_running_sequences") {
+        let prompt = counter("cauce_inference_prompt_tokens_total");
+        return Some(format!(
+            "prompt tokens {prompt} ({:.0}% cached), ttft p50 {} s, waiting {}, kv {:.0}%, host cache {:.1} MiB ({:.0}% hits)",
+            share(counter("cauce_inference_cached_tokens_total"), prompt),
+            bound("cauce_inference_time_to_first_token_seconds", 0.5, 1.0),
+            gauge("cauce_inference_waiting_sequences"),
+            100.0 * gauge("cauce_inference_kv_cache_usage_ratio"),
+            gauge("cauce_inference_host_cache_bytes") / f64::from(1 << 20),
+            share(
+                counter("cauce_inference_host_cache_hits_total"),
+                counter("cauce_inference_host_cache_lookups_total")
+            ),
+        ));
+    }
+    m.gauges
+        .contains_key("cauce_retrieval_index_passages")
+        .then(|| {
+            format!(
+                "documents {}, passages {}, {} records behind DOCS, search p99 {} ms",
+                gauge("cauce_retrieval_index_documents"),
+                gauge("cauce_retrieval_index_passages"),
+                gauge("cauce_retrieval_follower_lag_records"),
+                bound("cauce_retrieval_search_time_seconds", 0.99, 1000.0),
+            )
+        })
+}
+
 fn stat(instance: &Instance, key: &str) -> Option<u64> {
     instance.stats_data()?.get(key)?.as_u64()
 }
@@ -273,6 +322,7 @@ fn worker_view(kind: &'static str, instance: &Instance) -> WorkerView {
             .and_then(|data| data.get("follower_error"))
             .and_then(|error| error.as_str())
             .map(String::from),
+        metrics: instance.stats_data().and_then(Metrics::from_stats),
     }
 }
 
@@ -472,6 +522,9 @@ pub fn render(snapshot: &Snapshot) -> String {
             worker.jobs_finished.map_or("-".into(), |n| n.to_string()),
             worker.searches.map_or("-".into(), |n| n.to_string()),
         );
+        if let Some(line) = worker.metrics.as_ref().and_then(metrics_line) {
+            let _ = writeln!(out, "    {line}");
+        }
         if let Some(error) = &worker.index_error {
             let _ = writeln!(out, "    index not updated: {error}");
         }

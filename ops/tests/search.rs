@@ -83,6 +83,11 @@ async fn search_returns_ranked_sources_without_a_model() {
             .is_some_and(|s| s.contains("pelican")),
         "{found}"
     );
+    let text = first["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(first["snippet"].as_str().unwrap().trim_end_matches('…')),
+        "{found}"
+    );
     assert!(found["indexed_passages"].as_u64().is_some_and(|n| n > 0));
 
     // a conversation searches like a chat request

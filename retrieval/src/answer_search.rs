@@ -65,6 +65,7 @@ impl Answerer {
                     .map(|(i, passage)| SearchHit {
                         source: passage.source(i as u32 + 1),
                         snippet: passage.text.chars().take(SNIPPET_CHARS).collect(),
+                        text: passage.text.clone(),
                     })
                     .collect(),
                 indexed_passages,

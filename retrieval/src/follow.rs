@@ -58,6 +58,8 @@ pub struct FollowStatus {
     pub error: Option<String>,
     /// Batches failed in a row.
     pub failures: u32,
+    /// `DOCS` records published after the last one applied, as the server last said.
+    pub lag: u64,
 }
 
 /// A running follower.
@@ -83,6 +85,7 @@ impl Follower {
             caught_up: docs_seq >= catch_up_to,
             error: None,
             failures: 0,
+            lag: catch_up_to.saturating_sub(docs_seq),
         };
         if initial.caught_up {
             info!(docs_seq, "index is up to date with DOCS");
@@ -177,6 +180,7 @@ async fn follow(
                 }
             };
             status.docs_seq = owned.docs_seq();
+            status.lag = pending.unwrap_or(status.lag);
             index = Some(owned);
             status.applied += applied;
             if status.error.take().is_some() {

@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cauce_nats::DocId;
+use cauce_nats::metrics::{self, Histogram};
 use cauce_nats::wire::{ChatMessage, MAX_TOP_K, Passage};
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::TermQuery;
+use tantivy::schema::IndexRecordOption;
 use tantivy::schema::Value;
-use tantivy::{IndexReader, TantivyDocument};
+use tantivy::{IndexReader, TantivyDocument, Term};
 use tracing::warn;
 
 use crate::context::{self, Hit};
@@ -24,11 +27,23 @@ use crate::schema::{Fields, Language};
 const CANDIDATES_PER_PASSAGE: usize = 8;
 
 /// Search counters, shared with the stats handler.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SearchStats {
     pub searches: AtomicU64,
     pub total_micros: AtomicU64,
     pub max_micros: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl Default for SearchStats {
+    fn default() -> Self {
+        Self {
+            searches: AtomicU64::default(),
+            total_micros: AtomicU64::default(),
+            max_micros: AtomicU64::default(),
+            latency: Histogram::new(metrics::SECONDS),
+        }
+    }
 }
 
 /// A cheap-to-clone handle that searches the index as of its last commit.
@@ -59,6 +74,18 @@ impl Searcher {
         self.reader.searcher().num_docs()
     }
 
+    /// Documents in the index now: their first passages.
+    pub fn documents(&self) -> u64 {
+        let first = TermQuery::new(
+            Term::from_field_u64(self.fields.ord, 0),
+            IndexRecordOption::Basic,
+        );
+        self.reader
+            .searcher()
+            .search(&first, &Count)
+            .map_or(0, |n| n as u64)
+    }
+
     /// The best passages for the conversation, at most `top_k` (and never more than
     /// [`MAX_TOP_K`]), merged with their neighbours, whole. No text makes this fail:
     /// text without searchable words finds nothing.
@@ -70,6 +97,7 @@ impl Searcher {
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
         self.stats.max_micros.fetch_max(micros, Ordering::Relaxed);
+        self.stats.latency.observe(micros as f64 / 1e6);
         passages
     }
 

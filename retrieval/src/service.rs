@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use async_nats::Client;
 use async_nats::service::{Service, ServiceExt};
+use cauce_nats::metrics::Metrics;
 use cauce_nats::names::{self, WorkerKind};
 use futures::StreamExt;
 use serde::Serialize;
@@ -41,6 +42,9 @@ pub struct WorkerStats {
     pub searches: u64,
     pub search_avg_us: u64,
     pub search_max_us: u64,
+    /// The same figures and more for Prometheus (see [`cauce_nats::metrics`]).
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 /// What the stats are read from.
@@ -57,10 +61,26 @@ impl StatsSource {
         let follow = self.follow.borrow().clone();
         let stats = Arc::clone(self.searcher.stats());
         let searches = stats.searches.load(Ordering::Relaxed);
+        let passages = self.searcher.passages();
+        let mut metrics = Metrics::default();
+        metrics
+            .counter("cauce_retrieval_searches_total", searches as f64)
+            .gauge("cauce_retrieval_index_passages", passages as f64)
+            .gauge(
+                "cauce_retrieval_index_documents",
+                self.searcher.documents() as f64,
+            )
+            .gauge("cauce_retrieval_follower_lag_records", follow.lag as f64)
+            .gauge(
+                "cauce_retrieval_index_docs_sequence",
+                follow.docs_seq as f64,
+            )
+            .histogram("cauce_retrieval_search_time_seconds", &stats.latency);
         WorkerStats {
+            metrics,
             language: self.language.clone(),
             index_dir: self.index_dir.display().to_string(),
-            passages: self.searcher.passages(),
+            passages,
             index_bytes: dir_size(&self.index_dir),
             docs_seq: follow.docs_seq,
             applied: follow.applied,

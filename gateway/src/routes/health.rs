@@ -56,5 +56,6 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         header::CONTENT_TYPE,
         "text/plain; version=0.0.4; charset=utf-8",
     )];
-    (content_type, state.metrics.render()).into_response()
+    let workers = cauce_nats::metrics::render(&state.view.snapshot().worker_metrics);
+    (content_type, state.metrics.render() + &workers).into_response()
 }

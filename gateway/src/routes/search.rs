@@ -48,6 +48,7 @@ pub async fn search(
                 "location": hit.source.location,
                 "score": hit.source.score,
                 "snippet": hit.snippet,
+                "text": hit.text,
             })
         })
         .collect();

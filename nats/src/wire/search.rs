@@ -13,12 +13,14 @@ pub struct SearchRequest {
     pub top_k: u32,
 }
 
-/// One ranked source and the start of its text.
+/// One ranked source, the start of its text, and its whole text as a prompt carries it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchHit {
     #[serde(flatten)]
     pub source: Source,
     pub snippet: String,
+    #[serde(default)]
+    pub text: String,
 }
 
 /// The answer: ranked hits, or why there are none.

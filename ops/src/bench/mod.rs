@@ -11,6 +11,7 @@
 //! [`table`], [`batched`] (llama-batched-bench's output), [`svg`] and [`html`].
 
 mod batched;
+mod cauce_prompts;
 mod html;
 mod load;
 mod prompts;
@@ -107,9 +108,18 @@ struct LoadArgs {
     /// Ask cauce to answer without retrieval (sent only when the target is cauce)
     #[arg(long, env = "CAUCE_BENCH_NO_RETRIEVAL")]
     no_retrieval: bool,
-    /// Prompts, one per line [default: built-in questions about the bundled docs]
+    /// Prompts, one per line [default: built-in questions about the bundled docs];
+    /// `ops/bench/class-questions.txt` is the class workload (20 topics, 3 wordings each)
     #[arg(long, env = "CAUCE_BENCH_PROMPTS")]
     prompts: Option<PathBuf>,
+    /// Ask the prompts in an order shuffled with this seed (the same for every server)
+    #[arg(long, env = "CAUCE_BENCH_SHUFFLE_SEED")]
+    shuffle_seed: Option<u64>,
+    /// Send each prompt with the system message a cauce gateway at this URL would build
+    /// for it (its /v1/search passages in cauce's prompt layout), for a server without
+    /// retrieval such as llama-server to decode the same prompts as cauce
+    #[arg(long, env = "CAUCE_BENCH_PROMPTS_FROM")]
+    prompts_from: Option<String>,
     /// A system message sent before every prompt (HTTP targets), e.g. the one a
     /// server's chat template would add, so that two servers decode the same prompt
     #[arg(long, env = "CAUCE_BENCH_SYSTEM")]
@@ -177,9 +187,13 @@ fn finish(run: &Run, output: &OutputArgs) -> anyhow::Result<()> {
 }
 
 fn prompt_set(args: &LoadArgs) -> anyhow::Result<Arc<Vec<String>>> {
-    Ok(Arc::new(match &args.prompts {
+    let set = match &args.prompts {
         Some(path) => prompts::from_file(path)?,
         None => prompts::built_in(),
+    };
+    Ok(Arc::new(match args.shuffle_seed {
+        Some(seed) => prompts::shuffled(set, seed),
+        None => set,
     }))
 }
 
@@ -234,6 +248,19 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         .clone()
         .or(discovered.first_model)
         .unwrap_or_else(|| ModelName::DEFAULT.to_string());
+    let prompts = prompt_set(args)?;
+    let systems = match &args.prompts_from {
+        Some(url) => {
+            let url = url.trim_end_matches('/');
+            eprintln!("bench: building each prompt's passages from {url}");
+            Some(Arc::new(
+                cauce_prompts::system_messages(&client, url, &prompts).await?,
+            ))
+        }
+        None => None,
+    };
+    // the passages travel in the prompt: cauce must not retrieve again
+    let no_retrieval = args.no_retrieval || systems.is_some();
     let target = Arc::new(sse::HttpTarget {
         client,
         base_url: base_url.clone(),
@@ -241,11 +268,11 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         system: args.system.clone(),
+        systems,
         seed_base: seed_base(),
-        cauce_retrieval: (discovered.is_cauce && args.no_retrieval).then_some(false),
+        cauce_retrieval: (discovered.is_cauce && no_retrieval).then_some(false),
         timeout: args.timeout,
     });
-    let prompts = prompt_set(args)?;
     let label = args.label.clone().unwrap_or_else(|| {
         if discovered.is_cauce {
             "cauce".into()
@@ -270,7 +297,7 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         mode: "http".into(),
         target: base_url,
         cauce: discovered.is_cauce,
-        retrieval: discovered.is_cauce && !args.no_retrieval,
+        retrieval: discovered.is_cauce && !no_retrieval,
         model,
         max_tokens: args.max_tokens,
         started_at: started_at(),

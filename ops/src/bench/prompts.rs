@@ -63,6 +63,24 @@ pub fn from_file(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(prompts)
 }
 
+/// `prompts` in an order shuffled with `seed`: the same seed gives the same order, so
+/// that runs against different servers see the students arrive alike.
+pub fn shuffled(mut prompts: Vec<String>, seed: u64) -> Vec<String> {
+    // xorshift64*, enough to deal a question set
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    for i in (1..prompts.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        prompts.swap(i, j);
+    }
+    prompts
+}
+
 /// A long-answer prompt for the worker mode. The number at the start makes every
 /// prompt distinct from its first token, so no slot reuses a cached prefix.
 pub fn worker_prompt(number: u64, question: &str) -> String {
@@ -81,6 +99,18 @@ mod tests {
         let a = worker_prompt(1, "q");
         let b = worker_prompt(2, "q");
         assert_ne!(a.split_whitespace().nth(1), b.split_whitespace().nth(1));
+    }
+
+    #[test]
+    fn a_shuffle_is_a_fixed_permutation_of_its_seed() {
+        let questions: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+        let once = shuffled(questions.clone(), 7);
+        assert_eq!(once, shuffled(questions.clone(), 7));
+        assert_ne!(once, questions);
+        assert_ne!(once, shuffled(questions.clone(), 8));
+        let mut sorted = once.clone();
+        sorted.sort_by_key(|n| n.parse::<u32>().unwrap());
+        assert_eq!(sorted, questions);
     }
 
     #[test]

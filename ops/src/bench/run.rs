@@ -20,6 +20,9 @@ pub struct Sample {
     pub completion_tokens: u64,
     /// Prompt tokens, when the server reported them.
     pub prompt_tokens: Option<u64>,
+    /// Prompt tokens the server reused from a cache (`prompt_tokens_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
     /// Gaps between consecutive content chunks, in milliseconds.
     #[serde(skip)]
     pub gaps_ms: Vec<f64>,
@@ -50,6 +53,9 @@ pub struct LevelSummary {
     pub requests_per_min: f64,
     pub completion_tokens: u64,
     pub prompt_tokens: u64,
+    /// Prompt tokens served from the server's caches.
+    #[serde(default)]
+    pub cached_tokens: u64,
     /// Completion tokens of every request over the wall time.
     pub tokens_per_s: f64,
     pub ttft_ms: Percentiles,

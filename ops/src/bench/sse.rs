@@ -20,6 +20,8 @@ pub struct HttpTarget {
     pub temperature: f32,
     /// A system message before each prompt.
     pub system: Option<String>,
+    /// A system message per prompt (cauce's passages for it), used instead of `system`.
+    pub systems: Option<std::sync::Arc<std::collections::HashMap<String, String>>>,
     /// Added to each request's number to form its seed: a new base per run keeps
     /// cauce's answer cache from serving an earlier run's answers.
     pub seed_base: u64,
@@ -72,7 +74,8 @@ pub async fn discover(
 impl HttpTarget {
     fn body(&self, prompt: &str, number: u64) -> Value {
         let user = json!({"role": "user", "content": prompt});
-        let messages = match &self.system {
+        let own = self.systems.as_ref().and_then(|s| s.get(prompt));
+        let messages = match own.or(self.system.as_ref()) {
             Some(system) => json!([{"role": "system", "content": system}, user]),
             None => json!([user]),
         };
@@ -157,6 +160,7 @@ impl HttpTarget {
                 if let Some(usage) = event.get("usage").filter(|u| !u.is_null()) {
                     usage_tokens = usage["completion_tokens"].as_u64();
                     sample.prompt_tokens = usage["prompt_tokens"].as_u64();
+                    sample.cached_tokens = usage["prompt_tokens_details"]["cached_tokens"].as_u64();
                 }
                 let has_content = event["choices"][0]["delta"]["content"]
                     .as_str()
@@ -215,6 +219,7 @@ mod tests {
             max_tokens: 16,
             temperature: 0.7,
             system: None,
+            systems: None,
             seed_base: 10,
             cauce_retrieval,
             timeout: Duration::from_secs(1),

@@ -43,6 +43,7 @@ pub fn summarize(users: u32, samples: &[Sample]) -> LevelSummary {
     let wall_s = if wall_s.is_finite() { wall_s } else { 0.0 };
     let completion_tokens: u64 = ok.iter().map(|s| s.completion_tokens).sum();
     let prompt_tokens: u64 = ok.iter().filter_map(|s| s.prompt_tokens).sum();
+    let cached_tokens: u64 = ok.iter().filter_map(|s| s.cached_tokens).sum();
     let ttft: Vec<f64> = ok.iter().filter_map(|s| s.ttft_ms).collect();
     let gaps: Vec<f64> = ok.iter().flat_map(|s| s.gaps_ms.iter().copied()).collect();
     let e2e: Vec<f64> = ok.iter().map(|s| s.e2e_ms).collect();
@@ -55,6 +56,7 @@ pub fn summarize(users: u32, samples: &[Sample]) -> LevelSummary {
         requests_per_min: per_s(ok.len() as f64) * 60.0,
         completion_tokens,
         prompt_tokens,
+        cached_tokens,
         tokens_per_s: per_s(completion_tokens as f64),
         ttft_ms: percentiles(&ttft),
         itl_ms: percentiles(&gaps),

@@ -36,7 +36,7 @@ pub fn render(run: &Run, baseline: Option<&Run>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>5} {:>10} {:>7} {:>7} {:>22} {:>8} {:>15} {:>8}",
+        "{:>5} {:>5} {:>10} {:>7} {:>7} {:>22} {:>8} {:>15} {:>8} {:>7}",
         "users",
         "ok",
         "errors",
@@ -45,13 +45,14 @@ pub fn render(run: &Run, baseline: Option<&Run>) -> String {
         "ttft p50/p95/p99 ms",
         "itl p50",
         "e2e p50/p95 ms",
-        "prompt"
+        "prompt",
+        "cached"
     );
     for level in &run.levels {
         let s = &level.summary;
         let _ = writeln!(
             out,
-            "{:>5} {:>5} {:>10} {:>7.1} {:>7.1} {:>22} {:>8.1} {:>15} {:>8.0}",
+            "{:>5} {:>5} {:>10} {:>7.1} {:>7.1} {:>22} {:>8.1} {:>15} {:>8.0} {:>6.1}%",
             s.users,
             s.requests_ok,
             errors(s),
@@ -64,6 +65,7 @@ pub fn render(run: &Run, baseline: Option<&Run>) -> String {
             s.itl_ms.p50,
             format!("{:.0}/{:.0}", s.e2e_ms.p50, s.e2e_ms.p95),
             s.prompt_tokens as f64 / s.requests_ok.max(1) as f64,
+            100.0 * ratio(s.cached_tokens as f64, s.prompt_tokens as f64),
         );
     }
     let Some(baseline) = baseline else {
