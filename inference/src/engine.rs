@@ -5,12 +5,14 @@
 //! then prompt tokens of sequences still in prefill, up to `batch_size` tokens in all,
 //! so a long prompt is prefilled in chunks while the running streams keep flowing. A
 //! job submitted while others run is admitted at the next step. A finished or
-//! cancelled sequence gives its slot and its generated tokens' KV cells back at once;
-//! the slot keeps its prompt in the cache so that a next prompt sharing a prefix (the
-//! same question, a longer conversation) skips that prefill. A prompt that does not
-//! continue a free slot's cache goes to the least recently used free slot and shares
-//! the longest matching prefix any slot holds (the system message, the template's
-//! header) through the unified KV cache; see [`crate::placement`].
+//! cancelled sequence gives its slot and its generated tokens' KV cells back at once,
+//! and its prompt's KV moves to the host cache ([`crate::host_cache`], `--cache-ram`;
+//! without one, or for a short prompt, the slot keeps it), so that a next prompt
+//! sharing a prefix (the same passages, a longer conversation) skips that prefill. A
+//! new prompt goes to a free slot (its own cached prompt when it continues it, else the
+//! least recently used) and starts from the longest prefix it can get without
+//! computing it: a busy slot's, shared through the unified KV cache (see
+//! [`crate::placement`]), or a host cache entry's, restored.
 //!
 //! A job may continue an answer an earlier attempt began, when a worker died
 //! mid-answer ([`Engine::submit_continuing`]): that text is tokenized after the prompt
@@ -95,7 +97,9 @@ pub struct EngineStats {
     pub host_cache_restored_tokens: AtomicU64,
     /// Admissions that looked in the host cache (its hit rate is restores over these).
     pub host_cache_lookups: AtomicU64,
-    /// Jobs waiting for a slot inside the engine.
+    /// Jobs waiting for a slot inside the engine (few: the worker pulls jobs only for
+    /// free slots, so queued work waits in `PROMPTS`, whose backlog `cauce status`
+    /// shows).
     pub waiting: AtomicU64,
     /// KV cells the slots' sequences hold (shared cells counted once per sequence).
     pub kv_cells_used: AtomicU64,
@@ -508,8 +512,9 @@ impl Batcher<'_> {
                 .host_cache_lookups
                 .fetch_add(1, Ordering::Relaxed);
         }
+        // a restore copies the whole entry: worth it for more than a few tokens
         if let Some((entry, shared)) = self.host.longest(prompt)
-            && shared.min(usable) > from_slots
+            && shared.min(usable) >= from_slots + MIN_PARKED_TOKENS
             && self.restore(index, entry, shared.min(usable))
         {
             return;
@@ -553,7 +558,7 @@ impl Batcher<'_> {
     fn restore(&mut self, index: usize, entry: usize, keep: usize) -> bool {
         let seq_id = self.slots[index].seq_id;
         let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-        let (tokens, state) = self.host.restore(entry);
+        let (tokens, state) = self.host.entry(entry);
         let restored = self.ctx.state_seq_set(state, seq_id);
         let slot = &mut self.slots[index];
         slot.cached.clear();
@@ -563,6 +568,7 @@ impl Batcher<'_> {
             return false;
         }
         slot.cached.extend_from_slice(tokens);
+        self.host.restored(entry);
         self.trim(index, keep);
         let stats = &self.stats;
         stats.host_cache_restores.fetch_add(1, Ordering::Relaxed);
@@ -585,7 +591,10 @@ impl Batcher<'_> {
             match self.ctx.state_seq_get(seq_id, LlamaStateSeqFlags::empty()) {
                 Ok(state) => {
                     let bytes = state.byte_len();
-                    self.host.insert(slot.cached.clone(), state, bytes);
+                    if !self.host.insert(slot.cached.clone(), state, bytes) {
+                        // larger than the whole host cache: kept in the slot instead
+                        return;
+                    }
                 }
                 Err(err) => {
                     // kept in the slot instead
@@ -788,7 +797,9 @@ impl Batcher<'_> {
         let first = active.first_token_at.unwrap_or(done_at);
         let prefill = first.duration_since(active.admitted_at).as_secs_f64();
         let decode = done_at.duration_since(first).as_secs_f64();
-        self.stats.histograms.decode.observe(decode);
+        if active.first_token_at.is_some() {
+            self.stats.histograms.decode.observe(decode);
+        }
         let prefilled = (active.prompt.len() - active.reused) as f64;
         let timings = Timings {
             queue_ms: active.queue_ms,

@@ -79,10 +79,11 @@ impl<S> HostCache<S> {
     }
 
     /// Saves `tokens`' state of `bytes`, replacing the entries it begins with and
-    /// evicting until it fits. A state larger than the whole cache is not kept.
-    pub(crate) fn insert(&mut self, tokens: Vec<LlamaToken>, state: S, bytes: usize) {
+    /// evicting until it fits; `false` for a state larger than the whole cache, which
+    /// is not kept.
+    pub(crate) fn insert(&mut self, tokens: Vec<LlamaToken>, state: S, bytes: usize) -> bool {
         if bytes > self.limit {
-            return;
+            return false;
         }
         self.remove_where(|e| tokens.starts_with(&e.tokens));
         while self.bytes + bytes > self.limit {
@@ -107,6 +108,7 @@ impl<S> HostCache<S> {
             last_used: self.clock,
             restores: 0,
         });
+        true
     }
 
     fn remove_where(&mut self, gone: impl Fn(&Entry<S>) -> bool) {
@@ -121,24 +123,30 @@ impl<S> HostCache<S> {
         self.bytes -= freed;
     }
 
-    /// The entry sharing the longest prefix with `prompt`: its index and how many
-    /// tokens it shares.
+    /// The entry sharing the longest prefix with `prompt`, the smallest of those that
+    /// share as much: its index and how many tokens it shares.
     pub(crate) fn longest(&self, prompt: &[LlamaToken]) -> Option<(usize, usize)> {
         self.entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt)))
-            .filter(|&(_, shared)| shared > 0)
-            .max_by_key(|&(_, shared)| shared)
+            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt), e.bytes))
+            .filter(|&(_, shared, _)| shared > 0)
+            .max_by_key(|&(_, shared, bytes)| (shared, std::cmp::Reverse(bytes)))
+            .map(|(i, shared, _)| (i, shared))
     }
 
-    /// Entry `index`'s tokens and state, counted as restored.
-    pub(crate) fn restore(&mut self, index: usize) -> (&[LlamaToken], &S) {
+    /// Entry `index`'s tokens and state.
+    pub(crate) fn entry(&self, index: usize) -> (&[LlamaToken], &S) {
+        let entry = &self.entries[index];
+        (&entry.tokens, &entry.state)
+    }
+
+    /// Counts entry `index` as restored: used now, and favoured against eviction.
+    pub(crate) fn restored(&mut self, index: usize) {
         self.clock += 1;
         let entry = &mut self.entries[index];
         entry.last_used = self.clock;
         entry.restores += 1;
-        (&entry.tokens, &entry.state)
     }
 }
 
@@ -158,8 +166,16 @@ mod tests {
         assert_eq!(cache.longest(&tokens(&[1, 2, 7, 8, 4])), Some((1, 4)));
         assert_eq!(cache.longest(&tokens(&[1, 2, 3, 4])), Some((0, 3)));
         assert_eq!(cache.longest(&tokens(&[5])), None);
-        let (held, state) = cache.restore(1);
+        let (held, state) = cache.entry(1);
         assert_eq!((held.len(), *state), (5, "b"));
+    }
+
+    #[test]
+    fn of_entries_sharing_as_much_the_smallest_is_restored() {
+        let mut cache = HostCache::new(100);
+        cache.insert(tokens(&[1, 2, 3, 9, 9, 9]), "large", 30);
+        cache.insert(tokens(&[1, 2, 3, 8]), "small", 10);
+        assert_eq!(cache.longest(&tokens(&[1, 2, 3, 4])), Some((1, 3)));
     }
 
     #[test]
@@ -177,7 +193,7 @@ mod tests {
         let mut cache = HostCache::new(30);
         cache.insert(tokens(&[1]), "popular", 10);
         cache.insert(tokens(&[2]), "once", 10);
-        cache.restore(0);
+        cache.restored(0);
         cache.insert(tokens(&[3]), "c", 10);
         // full: the next save evicts the least recently used unpopular entry
         cache.insert(tokens(&[4]), "d", 10);
@@ -185,7 +201,7 @@ mod tests {
         assert!(cache.holds(&tokens(&[1])), "the restored entry stays");
         assert!(!cache.holds(&tokens(&[2])), "the entry used once went");
         // a state larger than the cache is not kept
-        cache.insert(tokens(&[5]), "huge", 31);
+        assert!(!cache.insert(tokens(&[5]), "huge", 31));
         assert!(!cache.holds(&tokens(&[5])));
         assert_eq!(cache.bytes(), 30);
     }

@@ -6,13 +6,16 @@
 //! [`Vocabularies`] looks for that file in its folders, checks the hash, and loads the
 //! model's vocabulary alone (no weights, a few MiB), once per fingerprint; then a
 //! prompt is counted by rendering and tokenizing it exactly as the engine does
-//! ([`prompt::tokens`]). Without the file the count is an upper bound: one token
+//! ([`prompt::tokens`]). The first count of a model hashes its file (a second or so
+//! per GiB) and loads the vocabulary; counts wait for it once. Without the file (looked
+//! for again after a minute) the count is an upper bound: one token
 //! per byte of the messages (no token of these vocabularies is shorter than a byte)
 //! plus a generous allowance per message for the template.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cauce_nats::PromptCounter;
 use cauce_nats::wire::{ModelCard, PromptJob};
@@ -31,9 +34,15 @@ const TEMPLATE_ALLOWANCE: usize = 64;
 #[derive(Debug)]
 pub struct Vocabularies {
     folders: Vec<PathBuf>,
-    /// By fingerprint; `None` once the file was not found or did not load.
-    loaded: Mutex<HashMap<String, Arc<OnceLock<Option<Vocabulary>>>>>,
+    /// By fingerprint, with when it was first asked for; `None` once the file was not
+    /// found or did not load (looked for again after [`RETRY_MISSING`]).
+    loaded: Mutex<HashMap<String, (Instant, Slot)>>,
 }
+
+type Slot = Arc<OnceLock<Option<Vocabulary>>>;
+
+/// How long a model file that was not found is not looked for again.
+const RETRY_MISSING: Duration = Duration::from_secs(60);
 
 struct Vocabulary {
     model: LlamaModel,
@@ -55,20 +64,29 @@ impl Vocabularies {
         }
     }
 
-    fn vocabulary(&self, card: &ModelCard) -> Arc<OnceLock<Option<Vocabulary>>> {
-        let slot = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(card.fingerprint.clone())
-            .or_default()
-            .clone();
+    fn vocabulary(&self, card: &ModelCard) -> Slot {
+        let slot = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = loaded
+                .entry(card.fingerprint.clone())
+                .or_insert_with(|| (Instant::now(), Slot::default()));
+            if matches!(entry.1.get(), Some(None)) && entry.0.elapsed() > RETRY_MISSING {
+                *entry = (Instant::now(), Slot::default());
+            }
+            entry.1.clone()
+        };
         // loaded outside the map's lock: other models' prompts are counted meanwhile
         slot.get_or_init(|| self.load(card));
         slot
     }
 
     fn load(&self, card: &ModelCard) -> Option<Vocabulary> {
+        // a bare file name: a card never points outside the folders
+        let bare = Path::new(&card.file).file_name() == Some(std::ffi::OsStr::new(&card.file));
+        if !bare {
+            warn!(file = %card.file, "a model card names a path, not a file name: ignored");
+            return None;
+        }
         let found = self
             .folders
             .iter()

@@ -8,10 +8,13 @@ use cauce_inference::{Engine, EngineConfig, EngineEvent};
 use cauce_nats::wire::{FinishReason, Sampling};
 use common::{collect, greedy, job, model_path};
 
+/// An engine without a host cache: idle prompts stay in their slots, so the tests of
+/// prefix sharing between slots see that sharing (the host cache has its own test).
 fn engine(slots: u32) -> Engine {
     let mut config = EngineConfig::new(model_path());
     config.slots = slots;
     config.ctx_per_slot = 1024;
+    config.cache_ram = 0;
     Engine::start(config).unwrap_or_else(|err| panic!("{err}"))
 }
 

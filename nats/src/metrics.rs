@@ -149,7 +149,7 @@ pub fn render(workers: &[(Vec<(&str, String)>, Metrics)]) -> String {
         let _ = writeln!(out, "# TYPE {name} counter");
         for (labels, metrics) in workers {
             if let Some(value) = metrics.counters.get(&name) {
-                let _ = writeln!(out, "{name}{} {value}", label_set(labels, None));
+                let _ = writeln!(out, "{name}{} {}", label_set(labels, None), number(*value));
             }
         }
     }
@@ -157,7 +157,7 @@ pub fn render(workers: &[(Vec<(&str, String)>, Metrics)]) -> String {
         let _ = writeln!(out, "# TYPE {name} gauge");
         for (labels, metrics) in workers {
             if let Some(value) = metrics.gauges.get(&name) {
-                let _ = writeln!(out, "{name}{} {value}", label_set(labels, None));
+                let _ = writeln!(out, "{name}{} {}", label_set(labels, None), number(*value));
             }
         }
     }
@@ -201,6 +201,16 @@ fn render_histogram(
         histogram.sum
     );
     let _ = writeln!(out, "{name}_count{} {total}", label_set(labels, None));
+}
+
+/// A sample value as Prometheus reads it (`+Inf`, not Rust's `inf`).
+fn number(value: f64) -> String {
+    match value {
+        v if v.is_nan() => "NaN".into(),
+        v if v == f64::INFINITY => "+Inf".into(),
+        v if v == f64::NEG_INFINITY => "-Inf".into(),
+        v => v.to_string(),
+    }
 }
 
 fn label_set(labels: &[(&str, String)], le: Option<&str>) -> String {

@@ -120,7 +120,7 @@ pub fn cancel_subject(request: &RequestId) -> String {
 /// `model` (its file's fingerprint, context size and file name), which inference
 /// workers write and retrieval workers read.
 pub fn model_card_key(model: &ModelName) -> String {
-    format!("model.{model}")
+    format!("card.{model}")
 }
 
 /// Key in [`CACHE_BUCKET`] of a cached answer.

@@ -10,7 +10,8 @@
 //!
 //! Without a card (no inference worker of the model has announced itself yet) or a
 //! counter, passages are kept while their text totals at most
-//! [`FALLBACK_PASSAGE_BYTES`].
+//! [`FALLBACK_PASSAGE_BYTES`] (the best one always), which fits the default context
+//! but promises nothing.
 
 use cauce_nats::PromptCounter;
 use cauce_nats::wire::{ModelCard, PromptJob};
@@ -88,7 +89,9 @@ fn fit_bytes(job: &mut PromptJob) -> Fitted {
             total += p.text.len();
             total <= FALLBACK_PASSAGE_BYTES
         })
-        .count();
+        .count()
+        // the best passage, whole, whatever its size
+        .max(job.passages.len().min(1));
     let dropped = job.passages.len() - keep;
     job.passages.truncate(keep);
     Fitted {

@@ -40,8 +40,13 @@ impl Wire for CacheValue {
     const WHAT: &'static str = "cache value";
 }
 
+/// How prompts are laid out (passages by document, numbered as cited): an answer
+/// cached under another layout cites its sources by other numbers.
+const PROMPT_LAYOUT: u32 = 2;
+
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
+    prompt_layout: u32,
     model: &'a str,
     model_fingerprint: &'a str,
     max_tokens: Option<u32>,
@@ -63,6 +68,7 @@ pub fn cache_key(
     passages: &[Passage],
 ) -> String {
     let material = KeyMaterial {
+        prompt_layout: PROMPT_LAYOUT,
         model: model.as_str(),
         model_fingerprint,
         max_tokens: sampling.max_tokens,

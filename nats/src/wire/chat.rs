@@ -38,11 +38,11 @@ pub struct Sampling {
     pub stop: Vec<String>,
 }
 
-/// Whether and how to retrieve context for a request.
 /// The most passages a request may ask for: the gateway refuses more, and retrieval
 /// never gives more.
 pub const MAX_TOP_K: u32 = 32;
 
+/// Whether and how to retrieve context for a request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetrievalOptions {
