@@ -512,9 +512,9 @@ impl Batcher<'_> {
                 .host_cache_lookups
                 .fetch_add(1, Ordering::Relaxed);
         }
-        // a restore copies the whole entry: worth it for more than a few tokens
+        // copying an entry's KV costs far less than computing even a few of its tokens
         if let Some((entry, shared)) = self.host.longest(prompt)
-            && shared.min(usable) >= from_slots + MIN_PARKED_TOKENS
+            && shared.min(usable) > from_slots
             && self.restore(index, entry, shared.min(usable))
         {
             return;

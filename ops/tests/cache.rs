@@ -109,15 +109,7 @@ async fn a_repeated_seeded_question_is_a_hit_that_skips_the_model() {
     assert!(!cached(&ask(&cauce, &opted_out).await));
     assert_eq!(prompt_jobs(&js).await, jobs + 1);
 
-    let metrics = cauce
-        .http
-        .get(cauce.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cauce.get_text("/metrics").await;
     assert!(metrics.contains("cauce_cache_hits_total"), "{metrics}");
     assert!(metrics.contains("cauce_cache_saved_bytes_total"));
 }

@@ -41,15 +41,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 async fn metrics_after_a_hit(cauce: &Cauce) -> String {
     let mut text = String::new();
     for _ in 0..100 {
-        text = cauce
-            .http
-            .get(cauce.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = cauce.get_text("/metrics").await;
         if sample(&text, "cauce_inference_host_cache_hits_total").is_some_and(|n| n >= 1.0) {
             return text;
         }

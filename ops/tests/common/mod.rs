@@ -150,6 +150,12 @@ impl Cauce {
         response.json().await.unwrap()
     }
 
+    /// GETs a path and returns its body as text, whatever its status.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// The task `GET /v1/tasks/{id}` shows once its status is final.
     pub async fn final_task(&self, id: &str) -> Value {
         loop {
