@@ -5,8 +5,9 @@
 //! `*`, `:` and emoji are at most plain words, and the query is built from term
 //! queries by hand: a `Should` clause per (term, field), boosted per field. The last
 //! user turn carries full weight; the previous user turn is added at a lower weight,
-//! which is what resolves a follow-up such as "and what about its second part?" (its
-//! own words are mostly stop words) without letting an old topic outrank the new one.
+//! and the assistant's answer to it lower still, which is what resolves a follow-up
+//! such as "and what about its second part?" (its own words are mostly stop words)
+//! without letting an old topic outrank the new one.
 //! Terms are deduplicated and capped, so ten thousand characters of input make a
 //! query of bounded size. A long turn (a pasted paragraph, a stack trace) is cut
 //! further, at search time, to the terms that best tell passages apart (highest
@@ -31,6 +32,11 @@ const MAX_TERMS_LAST_TURN: usize = 48;
 const MAX_TERMS_PREVIOUS_TURN: usize = 16;
 /// Weight of the previous turn's terms against the last turn's.
 const PREVIOUS_TURN_WEIGHT: f32 = 0.6;
+/// Most distinct terms taken from the answer to the previous user turn.
+const MAX_TERMS_PREVIOUS_ANSWER: usize = 16;
+/// Weight of that answer's terms: the names it gave (`shutil.copy`, `enum.Enum`) are
+/// what a follow-up ("and keep the modification time too") is about.
+const PREVIOUS_ANSWER_WEIGHT: f32 = 0.3;
 /// Most terms one search scores; past this, [`SearchTerms::most_selective`] keeps the
 /// rarest.
 pub const MAX_QUERY_TERMS: usize = 20;
@@ -42,11 +48,21 @@ pub struct SearchTerms {
 }
 
 impl SearchTerms {
-    /// Terms of the last user turn, then the previous user turn's at a lower weight.
+    /// Terms of the last user turn, then the previous user turn's and the answer to it
+    /// at lower weights.
     pub fn from_conversation(analyzer: &mut TextAnalyzer, messages: &[ChatMessage]) -> Self {
         let mut user_turns = messages.iter().rev().filter(|m| m.role == Role::User);
         let last = user_turns.next();
         let previous = user_turns.next();
+        // the assistant's turn between the two user turns
+        let answer = messages
+            .iter()
+            .rev()
+            .skip_while(|m| m.role != Role::User)
+            .skip(1)
+            .take_while(|m| m.role == Role::Assistant)
+            .last()
+            .filter(|_| previous.is_some());
         let mut seen = HashSet::new();
         let mut terms = Vec::new();
         if let Some(last) = last {
@@ -65,6 +81,16 @@ impl SearchTerms {
                 &previous.content,
                 PREVIOUS_TURN_WEIGHT,
                 MAX_TERMS_PREVIOUS_TURN,
+                &mut seen,
+                &mut terms,
+            );
+        }
+        if let Some(answer) = answer {
+            push_terms(
+                analyzer,
+                &answer.content,
+                PREVIOUS_ANSWER_WEIGHT,
+                MAX_TERMS_PREVIOUS_ANSWER,
                 &mut seen,
                 &mut terms,
             );
@@ -202,9 +228,16 @@ mod tests {
             "{terms:?}"
         );
         assert!(
-            !terms.iter().any(|(t, _)| t == "url"),
-            "assistant turns are not searched: {terms:?}"
+            terms.contains(&("url".into(), PREVIOUS_ANSWER_WEIGHT)),
+            "the answer to the previous turn, lower still: {terms:?}"
         );
+        // without a previous user turn there is no answer to it
+        let opening = [
+            message(Role::Assistant, "Hello, ask me about cauce."),
+            message(Role::User, "what is a gateway?"),
+        ];
+        let terms = SearchTerms::from_conversation(&mut analyzer, &opening).terms;
+        assert!(!terms.iter().any(|(t, _)| t == "hello"), "{terms:?}");
     }
 
     #[test]
