@@ -22,16 +22,15 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cauce_nats::metrics::{self, Histogram};
 use cauce_nats::wire::{FinishReason, PromptJob, Timings, Usage, now_ms};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
+use llama_cpp_2::context::session::SeqState;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -43,10 +42,15 @@ use tracing::{debug, info, warn};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::host_cache::HostCache;
-use crate::placement::{SlotView, common_prefix, place};
+use crate::placement::{SlotView, place};
 use crate::prompt;
 use crate::sampling;
 use crate::text::{Scan, StopScanner, Utf8Assembler};
+
+mod prefix;
+mod stats;
+
+pub use stats::{EngineHistograms, EngineStats};
 
 /// What the engine reports about one job, in order: deltas, then one `Done` or `Failed`.
 #[derive(Debug)]
@@ -71,74 +75,6 @@ pub struct JobHandle {
     /// Set to stop the sequence at the next step (finish reason `cancelled`).
     pub cancel: Arc<AtomicBool>,
 }
-
-/// Counters a worker announces; written by the engine thread, except the job and
-/// cache counters the worker keeps.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub busy_slots: AtomicU64,
-    pub tokens_generated: AtomicU64,
-    pub prompt_tokens: AtomicU64,
-    pub reused_prompt_tokens: AtomicU64,
-    pub jobs_finished: AtomicU64,
-    /// Jobs that continued an answer an earlier attempt began.
-    pub jobs_continued: AtomicU64,
-    /// Jobs this worker stopped because another attempt took them over (the worker
-    /// was too slow to say it was alive).
-    pub jobs_lost: AtomicU64,
-    /// Answers stored in the response cache: their JSON size and their stored (zstd) size.
-    pub cache_json_bytes: AtomicU64,
-    pub cache_stored_bytes: AtomicU64,
-    /// The host cache of idle prompts' KV: bytes and entries held, restores, and the
-    /// prompt tokens those restores gave.
-    pub host_cache_bytes: AtomicU64,
-    pub host_cache_entries: AtomicU64,
-    pub host_cache_restores: AtomicU64,
-    pub host_cache_restored_tokens: AtomicU64,
-    /// Admissions that looked in the host cache (its hit rate is restores over these).
-    pub host_cache_lookups: AtomicU64,
-    /// Jobs waiting for a slot inside the engine (few: the worker pulls jobs only for
-    /// free slots, so queued work waits in `PROMPTS`, whose backlog `cauce status`
-    /// shows).
-    pub waiting: AtomicU64,
-    /// KV cells the slots' sequences hold (shared cells counted once per sequence).
-    pub kv_cells_used: AtomicU64,
-    pub histograms: EngineHistograms,
-}
-
-/// Latency and size distributions of the engine's work, for the worker's metrics.
-#[derive(Debug)]
-pub struct EngineHistograms {
-    /// From acceptance by the gateway to admission into a slot.
-    pub queue: Histogram,
-    /// From admission to the first token.
-    pub prefill: Histogram,
-    /// From the first token to the last.
-    pub decode: Histogram,
-    /// From acceptance to the first token.
-    pub time_to_first_token: Histogram,
-    /// Between two tokens of one sequence.
-    pub inter_token: Histogram,
-    /// Tokens of each decode step.
-    pub batch_tokens: Histogram,
-}
-
-impl Default for EngineHistograms {
-    fn default() -> Self {
-        Self {
-            queue: Histogram::new(metrics::SECONDS),
-            prefill: Histogram::new(metrics::SECONDS),
-            decode: Histogram::new(metrics::SECONDS),
-            time_to_first_token: Histogram::new(metrics::SECONDS),
-            inter_token: Histogram::new(metrics::SECONDS),
-            batch_tokens: Histogram::new(metrics::TOKENS),
-        }
-    }
-}
-
-/// Idle prompts shorter than this stay in their slots rather than in the host cache
-/// (they take a few cells, and the template's header alone is cheap to compute).
-const MIN_PARKED_TOKENS: usize = 32;
 
 /// Facts about the loaded model.
 #[derive(Clone, Debug)]
@@ -494,124 +430,6 @@ impl Batcher<'_> {
                 last_token_at: None,
             });
         }
-    }
-
-    /// Fills slot `index`'s KV with the longest prefix of `prompt` it can get without
-    /// computing it: its own cached tokens, a busy slot's (`copy`), or a host cache
-    /// entry, whichever shares the most.
-    fn start_from(&mut self, index: usize, copy: Option<(usize, usize)>, prompt: &[LlamaToken]) {
-        // at least one prompt token is decoded again, to get logits to sample from
-        let usable = prompt.len() - 1;
-        let seq_id = self.slots[index].seq_id;
-        let from_slots = match copy {
-            Some((_, shared)) => shared,
-            None => common_prefix(&self.slots[index].cached, prompt).min(usable),
-        };
-        if self.host.enabled() {
-            self.stats
-                .host_cache_lookups
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        // copying an entry's KV costs far less than computing even a few of its tokens
-        if let Some((entry, shared)) = self.host.longest(prompt)
-            && shared.min(usable) > from_slots
-            && self.restore(index, entry, shared.min(usable))
-        {
-            return;
-        }
-        if let Some((source, shared)) = copy {
-            // the unified KV cache lets two sequences share cells: the target
-            // takes the source's prefix without computing it again
-            let source_seq = self.slots[source].seq_id;
-            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-            let copied =
-                self.ctx
-                    .copy_kv_cache_seq(source_seq, seq_id, Some(0), Some(shared as u32));
-            let slot = &mut self.slots[index];
-            slot.cached.clear();
-            if copied.is_ok() {
-                slot.cached.extend_from_slice(&prompt[..shared]);
-            }
-        } else {
-            self.trim(index, from_slots);
-        }
-    }
-
-    /// Keeps the first `keep` cached tokens of slot `index`, or none when llama.cpp
-    /// cannot cut the sequence there.
-    fn trim(&mut self, index: usize, keep: usize) {
-        let slot = &mut self.slots[index];
-        let seq_id = slot.seq_id as u32;
-        let trimmed = self
-            .ctx
-            .clear_kv_cache_seq(Some(seq_id), Some(keep as u32), None);
-        if matches!(trimmed, Ok(true)) {
-            slot.cached.truncate(keep);
-        } else {
-            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id), None, None);
-            slot.cached.clear();
-        }
-    }
-
-    /// Restores host cache entry `entry` into slot `index`, keeping its first `keep`
-    /// tokens; `false` (and an empty slot) when llama.cpp refused the state.
-    fn restore(&mut self, index: usize, entry: usize, keep: usize) -> bool {
-        let seq_id = self.slots[index].seq_id;
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-        let (tokens, state) = self.host.entry(entry);
-        let restored = self.ctx.state_seq_set(state, seq_id);
-        let slot = &mut self.slots[index];
-        slot.cached.clear();
-        if let Err(err) = restored {
-            warn!(error = %err, "restoring a prompt from the host cache failed");
-            let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-            return false;
-        }
-        slot.cached.extend_from_slice(tokens);
-        self.host.restored(entry);
-        self.trim(index, keep);
-        let stats = &self.stats;
-        stats.host_cache_restores.fetch_add(1, Ordering::Relaxed);
-        stats
-            .host_cache_restored_tokens
-            .fetch_add(self.slots[index].cached.len() as u64, Ordering::Relaxed);
-        true
-    }
-
-    /// Moves an idle slot's prompt to the host cache and frees its cells; a prompt the
-    /// cache already holds is only freed. Without a host cache, or when it is short,
-    /// it stays in the slot.
-    fn park(&mut self, index: usize) {
-        let slot = &self.slots[index];
-        if !self.host.enabled() || slot.cached.len() < MIN_PARKED_TOKENS {
-            return;
-        }
-        let seq_id = slot.seq_id;
-        if !self.host.holds(&slot.cached) {
-            match self.ctx.state_seq_get(seq_id, LlamaStateSeqFlags::empty()) {
-                Ok(state) => {
-                    let bytes = state.byte_len();
-                    if !self.host.insert(slot.cached.clone(), state, bytes) {
-                        // larger than the whole host cache: kept in the slot instead
-                        return;
-                    }
-                }
-                Err(err) => {
-                    // kept in the slot instead
-                    warn!(error = %err, "saving a prompt to the host cache failed");
-                    return;
-                }
-            }
-        }
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
-        self.slots[index].cached.clear();
-        let stats = &self.stats;
-        stats
-            .host_cache_bytes
-            .store(self.host.bytes() as u64, Ordering::Relaxed);
-        stats
-            .host_cache_entries
-            .store(self.host.len() as u64, Ordering::Relaxed);
     }
 
     /// A continued answer that had already reached its limit (`max_tokens`, the
