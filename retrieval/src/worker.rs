@@ -1,6 +1,6 @@
 //! The retrieval worker: pull a question from the `retrieval` consumer, search, fit
-//! the passages into the model's context (`fit.rs`), send the `sources` event to the reply subject at once, publish the prompt job with
-//! `Nats-Msg-Id` set to the request id, and ack the question only after JetStream
+//! the passages into the model's context (`fit.rs`), send the `sources` event to the
+//! reply subject at once, publish the prompt job with `Nats-Msg-Id` set to the request id, and ack the question only after JetStream
 //! acked the prompt job. A redelivered question (a worker died before its ack) makes
 //! the same publish, which JetStream drops as a duplicate: one prompt job per question.
 //!

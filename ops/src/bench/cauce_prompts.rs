@@ -4,13 +4,15 @@
 //! decode the very prompts cauce decodes (its chat template is the same GGUF's).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cauce_nats::wire::{
-    ChatMessage, ChatRequest, Passage, PromptJob, RetrievalOptions, Role, Sampling,
-};
-use cauce_nats::{DocId, GatewayId, ModelName, RequestId};
+
+use cauce_nats::wire::{Passage, PromptJob, Sampling};
+use cauce_nats::{DocId, GatewayId, ModelName};
 use serde_json::{Value, json};
+
+use super::worker::one_question;
 
 /// Passages per question, as a chat request's default.
 const TOP_K: u32 = 4;
@@ -72,22 +74,15 @@ fn passage(hit: &Value) -> anyhow::Result<Passage> {
 }
 
 fn job(question: &str, passages: Vec<Passage>) -> PromptJob {
-    PromptJob {
-        request: ChatRequest {
-            id: RequestId::generate(),
-            gateway: GatewayId::parse("bench").expect("a valid id"),
-            model: ModelName::default_model(),
-            messages: vec![ChatMessage {
-                role: Role::User,
-                content: question.to_string(),
-            }],
-            sampling: Sampling::default(),
-            retrieval: RetrievalOptions::default(),
-            created_at_ms: 0,
-            deadline_ms: 0,
-            replay_of: None,
-        },
-        passages,
-        retrieved_at_ms: 0,
-    }
+    let gateway = GatewayId::parse("bench").expect("a valid id");
+    let model = ModelName::default_model();
+    let mut job = one_question(
+        &gateway,
+        &model,
+        question.to_string(),
+        Sampling::default(),
+        Duration::ZERO,
+    );
+    job.passages = passages;
+    job
 }

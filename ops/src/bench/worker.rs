@@ -48,33 +48,13 @@ impl WorkerTarget {
     }
 
     fn job(&self, prompt: String, number: u64) -> PromptJob {
-        let now = now_ms();
-        PromptJob {
-            request: ChatRequest {
-                id: RequestId::generate(),
-                gateway: self.gateway.clone(),
-                model: self.model.clone(),
-                messages: vec![ChatMessage {
-                    role: Role::User,
-                    content: prompt,
-                }],
-                sampling: Sampling {
-                    max_tokens: Some(self.max_tokens),
-                    temperature: Some(self.temperature),
-                    seed: Some(self.seed_base.wrapping_add(number)),
-                    ..Sampling::default()
-                },
-                retrieval: RetrievalOptions {
-                    enabled: false,
-                    top_k: 0,
-                },
-                created_at_ms: now,
-                deadline_ms: now + self.timeout.as_millis() as u64,
-                replay_of: None,
-            },
-            passages: Vec::new(),
-            retrieved_at_ms: now,
-        }
+        let sampling = Sampling {
+            max_tokens: Some(self.max_tokens),
+            temperature: Some(self.temperature),
+            seed: Some(self.seed_base.wrapping_add(number)),
+            ..Sampling::default()
+        };
+        one_question(&self.gateway, &self.model, prompt, sampling, self.timeout)
     }
 
     /// Publishes one job and follows its events to `done` or `error`.
@@ -172,6 +152,38 @@ pub fn add_phase_rates(summary: &mut LevelSummary, samples: &[Sample]) {
         // each job's first token came out of its prefill step
         let decoded = summary.completion_tokens.saturating_sub(ok.len() as u64);
         summary.decode_tokens_per_s = Some(decoded as f64 / decode_s);
+    }
+}
+
+/// A prompt job of one user question, without passages, due within `timeout`.
+pub(super) fn one_question(
+    gateway: &GatewayId,
+    model: &ModelName,
+    question: String,
+    sampling: Sampling,
+    timeout: Duration,
+) -> PromptJob {
+    let now = now_ms();
+    PromptJob {
+        request: ChatRequest {
+            id: RequestId::generate(),
+            gateway: gateway.clone(),
+            model: model.clone(),
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: question,
+            }],
+            sampling,
+            retrieval: RetrievalOptions {
+                enabled: false,
+                top_k: 0,
+            },
+            created_at_ms: now,
+            deadline_ms: now + timeout.as_millis() as u64,
+            replay_of: None,
+        },
+        passages: Vec::new(),
+        retrieved_at_ms: now,
     }
 }
 
