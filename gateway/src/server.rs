@@ -49,12 +49,6 @@ pub async fn serve(
         )
     });
     let sweeper = tokio::spawn(sweep_rate_limits(state.clone(), background.clone()));
-    let dead_letters = tokio::spawn(cauce_nats::dead::notify(
-        state.js.clone(),
-        state.client.clone(),
-        state.results.clone(),
-        background.clone(),
-    ));
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // small SSE events must leave at once, not wait on Nagle for the client's ACK
@@ -79,7 +73,6 @@ pub async fn serve(
     state.stop_streams.cancel();
     background.cancel();
     let _ = announcement.await;
-    let _ = dead_letters.await;
     let _ = view.await;
     let _ = sweeper.await;
     if let Some(reloader) = keys_reloader {

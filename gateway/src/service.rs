@@ -35,6 +35,7 @@ pub async fn announce(
         .await
         .map_err(|err| Error::Announce(err.to_string()))?;
     let mut endpoint = service
+        .group(service_name(WorkerKind::Gateway))
         .endpoint("status")
         .await
         .map_err(|err| Error::Announce(err.to_string()))?;

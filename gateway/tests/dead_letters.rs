@@ -1,8 +1,8 @@
 //! Every accepted request ends visibly: a question that JetStream gives up on (its
 //! deliveries exhausted, or terminated by a worker) becomes a `failed` task and an
-//! `error` event for a client still streaming, through the gateways' dead-letter
-//! consumer. The test plays the retrieval worker's side against a real nats-server (a
-//! protocol test, not a pipeline test).
+//! `error` event for a client still streaming, through the dead-letter consumer. The
+//! test plays the retrieval worker's side (which runs that consumer) against a real
+//! nats-server and the real gateway (a protocol test, not a pipeline test).
 
 mod common;
 
@@ -10,10 +10,24 @@ use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
-use cauce_nats::{Limits, names};
+use cauce_nats::{Limits, Results, names};
 use common::*;
 use futures::StreamExt;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The gateway, and the dead-letter notifier a retrieval worker runs.
+async fn start_with_notifier(id: &str) -> Harness {
+    let h = start(config(id)).await;
+    let results = Results::open(&h.js).await.unwrap();
+    tokio::spawn(cauce_nats::dead::notify(
+        h.js.clone(),
+        h.client.clone(),
+        results,
+        CancellationToken::new(),
+    ));
+    h
+}
 
 async fn retrieval_consumer(h: &Harness) -> PullConsumer {
     h.js.get_stream(names::QUESTIONS)
@@ -52,7 +66,7 @@ async fn task_status(h: &Harness, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_terminated_question_ends_its_stream_with_an_error_event() {
-    let h = start(config("gw-dead1")).await;
+    let h = start_with_notifier("gw-dead1").await;
     let body = serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "stream": true});
     let response = h.post("/v1/chat/completions", body).await;
     assert_eq!(response.status(), 200);
@@ -77,7 +91,7 @@ async fn a_terminated_question_ends_its_stream_with_an_error_event() {
 
 #[tokio::test]
 async fn a_question_whose_deliveries_run_out_ends_as_a_failed_task() {
-    let h = start(config("gw-dead2")).await;
+    let h = start_with_notifier("gw-dead2").await;
     let limits = Limits {
         retrieval_ack_wait: Duration::from_secs(1),
         max_deliveries: 1,

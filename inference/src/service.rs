@@ -139,6 +139,7 @@ pub async fn announce(client: &Client, model: &ModelName, engine: &Engine) -> Re
         .await
         .map_err(|e| Error::nats("announce service", e))?;
     let mut endpoint = service
+        .group(service_name(WorkerKind::Inference))
         .endpoint("status")
         .await
         .map_err(|e| Error::nats("service endpoint", e))?;

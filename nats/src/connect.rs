@@ -9,6 +9,7 @@ use async_nats::{Client, ServerAddr};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::permissions::Role;
 
 /// How a client proves who it is.
 #[derive(Clone, Default)]
@@ -61,6 +62,9 @@ pub struct ConnectOptions {
     pub client_name: String,
     pub auth: Auth,
     pub tls: Tls,
+    /// The kind of process, whose inbox prefix its replies come to (see
+    /// [`permissions`](crate::permissions)); `None` keeps NATS' default `_INBOX`.
+    pub role: Option<Role>,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
 }
@@ -72,8 +76,15 @@ impl ConnectOptions {
             client_name: client_name.into(),
             auth: Auth::None,
             tls: Tls::default(),
+            role: None,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// The same options for a process of `role`.
+    pub fn as_role(mut self, role: Role) -> Self {
+        self.role = Some(role);
+        self
     }
 
     /// The URL list as one comma-separated string, for logs.
@@ -131,6 +142,9 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
                 async_nats::Event::Draining | async_nats::Event::Closed => {}
             }
         });
+    if let Some(role) = options.role {
+        nats_options = nats_options.custom_inbox_prefix(role.inbox_prefix());
+    }
     nats_options = with_tls(nats_options, &options.tls)?;
     nats_options = match &options.auth {
         Auth::None => nats_options,

@@ -7,9 +7,10 @@
 //! original message, which stays in `QUESTIONS` or `PROMPTS` until it ages out, so an
 //! operator can read it and replay it once the cause is fixed.
 //!
-//! Every accepted request ends visibly: [`notify`] (run by every gateway, sharing the
-//! durable consumer [`DEAD_NOTIFY_CONSUMER`](names::DEAD_NOTIFY_CONSUMER), so each dead
-//! letter is handled once and survives a gateway restart) reads the original message's
+//! Every accepted request ends visibly: [`notify`] (run by every retrieval worker, which
+//! consumed the question or wrote the prompt job, sharing the durable consumer
+//! [`DEAD_NOTIFY_CONSUMER`](names::DEAD_NOTIFY_CONSUMER), so each dead letter is handled
+//! once and survives a worker restart; no gateway reads a prompt job) reads the original message's
 //! headers (request id and owning gateway), moves the request's record to `failed`
 //! with a stable reason unless it has ended already, and only then publishes the
 //! `error` event to the reply subject, so a client still waiting learns how it ended.

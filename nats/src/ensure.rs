@@ -144,23 +144,23 @@ pub enum Need {
 }
 
 impl Need {
-    /// The gateway publishes questions, reads results and the `PROMPTS` backlog, cancels,
-    /// and turns dead letters into failures.
+    /// The gateway publishes questions, reads results and the `PROMPTS` backlog, cancels.
     pub const GATEWAY: &'static [Need] = &[
         Need::Questions,
         Need::Prompts,
-        Need::Dead,
-        Need::DeadNotifyConsumer,
         Need::Results,
         Need::Cache,
         Need::Cancels,
     ];
-    /// A retrieval worker consumes questions, follows `DOCS`, publishes prompt jobs.
+    /// A retrieval worker consumes questions, follows `DOCS`, publishes prompt jobs, and
+    /// turns dead letters into failures.
     pub const RETRIEVAL: &'static [Need] = &[
         Need::Questions,
         Need::RetrievalConsumer,
         Need::Prompts,
         Need::Docs,
+        Need::Dead,
+        Need::DeadNotifyConsumer,
         Need::Results,
         Need::Cache,
         Need::Cancels,

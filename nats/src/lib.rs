@@ -19,6 +19,7 @@ pub mod ids;
 pub mod metrics;
 pub mod model_card;
 pub mod names;
+pub mod permissions;
 pub mod relay;
 pub mod results;
 pub mod retry;

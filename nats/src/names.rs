@@ -105,6 +105,9 @@ pub fn events_subject(gateway: &GatewayId, request: &RequestId) -> String {
     format!("cauce.events.{gateway}.{request}")
 }
 
+/// Wildcard covering every request's reply subject.
+pub const EVENTS_SUBJECTS: &str = "cauce.events.>";
+
 /// Wildcard matching one request's reply subject whatever gateway owns it, so that any
 /// gateway can follow the events of a task another gateway accepted.
 pub fn events_subject_any_gateway(request: &RequestId) -> String {
@@ -114,6 +117,11 @@ pub fn events_subject_any_gateway(request: &RequestId) -> String {
 /// Subject a cancel for one request is published on.
 pub fn cancel_subject(request: &RequestId) -> String {
     format!("cauce.cancel.{request}")
+}
+
+/// Wildcard covering every request's cancel subject.
+pub fn cancel_subject_any() -> String {
+    "cauce.cancel.*".to_string()
 }
 
 /// Key in [`CACHE_BUCKET`] of the [card](crate::wire::ModelCard) of the model served as

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     /// Fsync every JetStream write before acking it (`sync_interval: always`); `false`
     /// keeps nats-server's default (every 2 minutes), for measuring what it costs.
     pub sync_always: bool,
+    /// More of the server's configuration, appended as given (an `authorization` block).
+    pub extra: String,
 }
 
 /// `$NATS_SERVER_BIN`, else `nats-server` on `PATH`.
@@ -109,7 +111,8 @@ fn write_config_file(config: &ServerConfig) -> std::io::Result<PathBuf> {
     };
     let text = format!(
         "# written by cauce for a locally started nats-server\n\
-         jetstream {{\n  store_dir: {quoted}\n{sync}}}\n"
+         jetstream {{\n  store_dir: {quoted}\n{sync}}}\n{extra}",
+        extra = config.extra
     );
     let path = config.store_dir.with_extension("conf");
     std::fs::write(&path, text)?;

@@ -32,6 +32,16 @@ impl NatsServer {
     /// [`start`](Self::start), fsyncing every write (`true`, what cauce runs) or with
     /// nats-server's default interval (`false`), for benchmarks of the difference.
     pub fn start_syncing(sync_always: bool) -> Result<Self, ServerError> {
+        Self::start_configured(sync_always, String::new())
+    }
+
+    /// [`start`](Self::start) with more configuration appended to the server's file (an
+    /// `authorization` block, and the variables it names).
+    pub fn start_with_config(extra: &str) -> Result<Self, ServerError> {
+        Self::start_configured(true, extra.to_string())
+    }
+
+    fn start_configured(sync_always: bool, extra: String) -> Result<Self, ServerError> {
         let binary = server::find_binary()?;
         let store = tempfile::Builder::new()
             .prefix("cauce-nats-test-")
@@ -43,6 +53,7 @@ impl NatsServer {
             store_dir: store.path().join("jetstream"),
             log_file: server::log_file_for(store.path()),
             sync_always,
+            extra,
         };
         let child = server::spawn(&config, READY_TIMEOUT)?;
         Ok(Self {

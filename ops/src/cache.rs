@@ -49,7 +49,12 @@ enum CacheAction {
 }
 
 pub async fn run(command: CacheCommand) -> anyhow::Result<()> {
-    let client = connect(&command.nats.connect_options("cauce-cache")?).await?;
+    let client = connect(
+        &command
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Operator, "cauce-cache")?,
+    )
+    .await?;
     let js = jetstream::new(client.clone());
     command.limits.check(&js, Need::CACHE).await?;
     let cache = ResponseCache::open(&js).await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cauce_nats::async_nats::jetstream;
+use cauce_nats::permissions::Role;
 use cauce_nats::{Auth, ConnectOptions, Limits, Need, Tls};
 use clap::Args;
 
@@ -64,8 +65,9 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    pub fn connect_options(&self, client_name: &str) -> anyhow::Result<ConnectOptions> {
-        let mut options = ConnectOptions::new(&self.nats_url, client_name);
+    /// How a process of `role` connects, named `client_name` in the server's list.
+    pub fn connect_options(&self, role: Role, client_name: &str) -> anyhow::Result<ConnectOptions> {
+        let mut options = ConnectOptions::new(&self.nats_url, client_name).as_role(role);
         options.tls = Tls {
             ca: self.nats_tls_ca.clone(),
             client_cert: self.nats_tls_cert.clone(),

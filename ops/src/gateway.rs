@@ -131,11 +131,10 @@ impl GatewayHttpArgs {
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let config = args.http.config()?;
     let address = args.http.address()?;
-    let client = connect(
-        &args
-            .nats
-            .connect_options(&format!("cauce-gateway {}", config.id))?,
-    )
+    let client = connect(&args.nats.connect_options(
+        cauce_nats::permissions::Role::Gateway,
+        &format!("cauce-gateway {}", config.id),
+    )?)
     .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
     args.limits.check(&js, Need::GATEWAY).await?;

@@ -76,11 +76,10 @@ pub struct InferenceArgs {
 pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
     let config = args.model.worker_config(&args.home)?;
     info!(?config, nats_url = %args.nats.nats_url, "cauce inference");
-    let client = connect(
-        &args
-            .nats
-            .connect_options(&format!("cauce-inference {}", config.model))?,
-    )
+    let client = connect(&args.nats.connect_options(
+        cauce_nats::permissions::Role::Inference,
+        &format!("cauce-inference {}", config.model),
+    )?)
     .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
     args.limits.check(&js, Need::INFERENCE).await?;

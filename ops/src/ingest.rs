@@ -67,7 +67,12 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         progress: ProgressMode::detect(),
     };
     info!(?options, nats_url = %args.nats.nats_url, "cauce ingest");
-    let client = connect(&args.nats.connect_options("cauce-ingest")?).await?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Ingest, "cauce-ingest")?,
+    )
+    .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
     args.limits.check(&js, Need::INGEST).await?;
 

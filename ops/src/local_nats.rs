@@ -72,6 +72,7 @@ pub fn find_or_start(nats_url: &str, home: &Path) -> anyhow::Result<Option<Local
     let store_dir = home.join("nats");
     let config = ServerConfig {
         sync_always: true,
+        extra: String::new(),
         binary,
         host: if host == "localhost" {
             "127.0.0.1".into()

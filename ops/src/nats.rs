@@ -1,6 +1,7 @@
 //! `cauce nats`: the operator's one step that creates or changes cauce's streams,
 //! consumers and buckets. `cauce up` runs the same step at start; every other command
-//! only checks what it needs and never changes it.
+//! only checks what it needs and never changes it. `cauce nats permissions` prints the
+//! server's users, one per kind of process.
 
 use cauce_nats::async_nats::jetstream;
 use cauce_nats::connect;
@@ -29,12 +30,19 @@ enum NatsAction {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Print nats-server's `authorization` block: one user per kind of process, each
+    /// allowed only what its code uses (ops/nats/permissions.conf is its output)
+    Permissions,
 }
 
 pub async fn run(command: NatsCommand) -> anyhow::Result<()> {
     match command.action {
         NatsAction::Apply { nats, limits } => {
-            let client = connect(&nats.connect_options("cauce-nats-apply")?).await?;
+            let client = connect(
+                &nats
+                    .connect_options(cauce_nats::permissions::Role::Operator, "cauce-nats-apply")?,
+            )
+            .await?;
             let js = jetstream::new(client.clone());
             let before = cauce_nats::read(&js).await?;
             let after = limits.apply(&js).await?;
@@ -45,11 +53,31 @@ pub async fn run(command: NatsCommand) -> anyhow::Result<()> {
             client.drain().await.ok();
         }
         NatsAction::Show { nats } => {
-            let client = connect(&nats.connect_options("cauce-nats-show")?).await?;
+            let client = connect(
+                &nats
+                    .connect_options(cauce_nats::permissions::Role::Operator, "cauce-nats-show")?,
+            )
+            .await?;
             let limits = cauce_nats::read(&jetstream::new(client.clone())).await?;
             println!("{}", crate::cli::describe_limits(&limits));
             client.drain().await.ok();
         }
+        NatsAction::Permissions => print!("{}", cauce_nats::permissions::server_config()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed server config is the one the code generates: run
+    /// `cauce nats permissions > ops/nats/permissions.conf` after changing a name.
+    #[test]
+    fn the_shipped_permissions_are_generated_from_the_names() {
+        let shipped = include_str!("../nats/permissions.conf");
+        assert!(
+            shipped == cauce_nats::permissions::server_config(),
+            "ops/nats/permissions.conf is stale: run \
+             `cauce nats permissions > ops/nats/permissions.conf`"
+        );
+    }
 }

@@ -120,7 +120,12 @@ pub struct DeadRow {
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let client = connect(&args.nats.connect_options("cauce-replay")?).await?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Operator, "cauce-replay")?,
+    )
+    .await?;
     let js = jetstream::new(client.clone());
     let results = js
         .get_key_value(names::RESULTS_BUCKET)

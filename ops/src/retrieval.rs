@@ -53,7 +53,12 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     args.cache.apply(&mut config);
     info!(?config, nats_url = %args.nats.nats_url, "cauce retrieval");
 
-    let client = connect(&args.nats.connect_options("cauce-retrieval")?).await?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Retrieval, "cauce-retrieval")?,
+    )
+    .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
     args.limits.check(&js, Need::RETRIEVAL).await?;
     let cancel = signals::shutdown_token()?;

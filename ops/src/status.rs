@@ -133,7 +133,12 @@ pub struct GatewayView {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let client = connect(&args.nats.connect_options("cauce-status")?).await?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Operator, "cauce-status")?,
+    )
+    .await?;
     let js = jetstream::new(client.clone());
     let mut previous = None;
     if !args.watch {

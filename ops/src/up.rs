@@ -65,7 +65,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .await??;
     let shutdown = signals::shutdown_token()?;
 
-    let client = connect(&args.nats.connect_options("cauce-up")?).await?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Operator, "cauce-up")?,
+    )
+    .await?;
     let js = jetstream::new(client.clone());
     let limits = args.limits.apply(&js).await?;
     info!(?limits, "nats objects");

@@ -167,8 +167,17 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         searcher: shared.searcher.clone(),
     };
     let searches = tokio::spawn(crate::answer_search::serve(answerer, cancel.clone()));
+    // the worker that wrote a prompt job, or consumed its question, ends its request
+    // when JetStream gives up on it
+    let dead_letters = tokio::spawn(cauce_nats::dead::notify(
+        shared.js.clone(),
+        shared.client.clone(),
+        shared.results.clone(),
+        cancel.clone(),
+    ));
     let pulled = pull_questions(&shared, &cancel).await;
     let _ = searches.await;
+    let _ = dead_letters.await;
 
     follow_cancel.cancel();
     if let Err(err) = service.stop().await {

@@ -325,7 +325,12 @@ async fn run_worker(args: &LoadArgs) -> anyhow::Result<Run> {
         Some(name) => ModelName::parse(name.as_str())?,
         None => ModelName::default_model(),
     };
-    let client = connect(&args.nats.connect_options("cauce-bench")?).await?;
+    let client = connect(
+        &args
+            .nats
+            .connect_options(cauce_nats::permissions::Role::Operator, "cauce-bench")?,
+    )
+    .await?;
     let mut target = worker::WorkerTarget::new(client.clone(), model.clone())?;
     target.max_tokens = args.max_tokens;
     target.temperature = args.temperature;

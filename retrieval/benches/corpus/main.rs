@@ -87,6 +87,7 @@ impl LocalNats {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = ServerConfig {
             sync_always: true,
+            extra: String::new(),
             binary: server::find_binary()?,
             host: "127.0.0.1".into(),
             port,
