@@ -1,7 +1,8 @@
 //! Least privilege on NATS: a real nats-server runs the users `cauce nats permissions`
 //! generates, every component runs as its own user in its own process, and the whole
 //! pipeline works without one refusal (questions, sources, answers, search, a task, a
-//! dead letter, `cauce status`), while each forbidden action is refused by the server:
+//! dead letter, the workers' metrics, the operator's `status`, `cache` and `replay`),
+//! while each forbidden action is refused by the server:
 //! the gateway pulling or reading prompt jobs, an inference worker publishing to
 //! `DOCS`, anyone but the operator changing a stream, a role reading another's replies.
 
@@ -126,6 +127,7 @@ async fn each_component_works_as_its_own_user_and_nothing_more() {
             docs.path().to_str().unwrap(),
             "--id-prefix",
             "perm",
+            "--delete-missing",
         ],
     );
     assert!(ingested.status.success(), "{ingested:?}");
@@ -158,6 +160,23 @@ async fn each_component_works_as_its_own_user_and_nothing_more() {
         status["workers"].as_array().map(Vec::len),
         Some(2),
         "{status}"
+    );
+
+    for command in [&["cache", "stats"][..], &["replay", "--dead", "--json"]] {
+        let output = run_as(Role::Operator, &url, command);
+        assert!(output.status.success(), "{command:?}: {output:?}");
+    }
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cauce_inference_"),
+        "the gateway gathers the workers' metrics: {metrics}"
     );
 
     let refusals = refusals_logged(&server);
