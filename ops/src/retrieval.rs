@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use cauce_inference::Vocabularies;
 use cauce_nats::{Need, PromptCounter, connect};
+use cauce_retrieval::embed::MODEL_DIR_NAME;
+use cauce_retrieval::hybrid::HybridConfig;
 use cauce_retrieval::{Language, WorkerConfig};
 use clap::Args;
 use tracing::info;
@@ -32,6 +34,8 @@ pub struct RetrievalArgs {
     #[arg(long, env = "CAUCE_RETRIEVAL_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
     #[command(flatten)]
+    pub hybrid: HybridArgs,
+    #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
     home: HomeArgs,
@@ -46,7 +50,8 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => cauce_retrieval::default_dir(&args.home.dir()?, args.language),
     };
-    let mut config = WorkerConfig::new(index_dir);
+    let mut config = WorkerConfig::new(index_dir.clone());
+    config.hybrid = args.hybrid.config(&args.home, args.language, &index_dir)?;
     config.language = args.language;
     config.prompt_counter = Some(prompt_counter(args.models_dirs.clone(), &args.home)?);
     config.concurrency = args.concurrency;
@@ -80,4 +85,74 @@ pub fn prompt_counter(
         }
     }
     Ok(Arc::new(Vocabularies::new(dirs)))
+}
+
+/// Whether searches fuse BM25 with dense vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HybridMode {
+    /// On for English when the embedding model is installed (ops/setup installs it)
+    Auto,
+    /// On; the worker does not start without the model
+    On,
+    /// BM25 alone
+    Off,
+}
+
+/// Hybrid ranking: BM25's candidates re-scored with all-MiniLM-L6-v2's vectors.
+#[derive(Debug, Clone, Args)]
+pub struct HybridArgs {
+    /// Fuse BM25 with dense vectors: auto (English, model installed), on or off
+    #[arg(long, env = "CAUCE_HYBRID", value_enum, default_value_t = HybridMode::Auto)]
+    hybrid: HybridMode,
+    /// Weight of the dense similarity in the fused score, 0 to 1
+    #[arg(long, env = "CAUCE_HYBRID_WEIGHT", default_value_t = HYBRID_WEIGHT)]
+    hybrid_weight: f32,
+    /// Folder of the embedding model [default: <home>/models/all-MiniLM-L6-v2]
+    #[arg(long, env = "CAUCE_EMBEDDING_MODEL")]
+    embedding_model: Option<PathBuf>,
+    /// File the passages' vectors are kept in [default: <index dir>/vectors.bin]
+    #[arg(long, env = "CAUCE_VECTORS_FILE")]
+    vectors_file: Option<PathBuf>,
+}
+
+/// The dense weight tuned on the even questions of ops/eval-retrieval (0.3, 0.5, 0.7).
+const HYBRID_WEIGHT: f32 = 0.5;
+
+impl HybridArgs {
+    /// The hybrid settings for a worker of `language` whose index is `index_dir`, or
+    /// `None` when hybrid ranking is off.
+    pub fn config(
+        &self,
+        home: &HomeArgs,
+        language: Language,
+        index_dir: &std::path::Path,
+    ) -> anyhow::Result<Option<HybridConfig>> {
+        let model_dir = match &self.embedding_model {
+            Some(dir) => dir.clone(),
+            None => home.dir()?.join("models").join(MODEL_DIR_NAME),
+        };
+        let installed = model_dir.join("model.safetensors").is_file();
+        let on = match self.hybrid {
+            HybridMode::Off => false,
+            HybridMode::On => true,
+            // all-MiniLM-L6-v2 is an English model
+            HybridMode::Auto => installed && language == Language::English,
+        };
+        if !on {
+            info!(mode = ?self.hybrid, installed, %language, "hybrid ranking off: BM25 alone");
+            return Ok(None);
+        }
+        if !(0.0..=1.0).contains(&self.hybrid_weight) {
+            anyhow::bail!(
+                "--hybrid-weight must be between 0 and 1, not {}",
+                self.hybrid_weight
+            );
+        }
+        Ok(Some(HybridConfig {
+            model_dir,
+            vectors_file: (self.vectors_file.clone())
+                .unwrap_or_else(|| index_dir.join("vectors.bin")),
+            weight: self.hybrid_weight,
+        }))
+    }
 }

@@ -40,6 +40,8 @@ pub struct UpArgs {
     model: ModelArgs,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    hybrid: crate::retrieval::HybridArgs,
     /// Language of the corpus: english or spanish
     #[arg(long, env = "CAUCE_LANGUAGE", default_value = "english")]
     language: Language,
@@ -85,9 +87,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let workers = CancellationToken::new();
     // cancelled when a component stops with an error, which stops the whole service
     let failed = CancellationToken::new();
-    let mut retrieval_config =
-        cauce_retrieval::WorkerConfig::new(cauce_retrieval::default_dir(&home, args.language));
+    let index_dir = cauce_retrieval::default_dir(&home, args.language);
+    let mut retrieval_config = cauce_retrieval::WorkerConfig::new(index_dir.clone());
     retrieval_config.language = args.language;
+    retrieval_config.hybrid = args.hybrid.config(&args.home, args.language, &index_dir)?;
     // the inference worker's own file first
     let mut models_dirs: Vec<PathBuf> = (inference_config.engine.model_path.parent())
         .map(Path::to_path_buf)

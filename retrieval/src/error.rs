@@ -36,6 +36,9 @@ pub enum Error {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The embedding model of hybrid ranking cannot be loaded.
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
 }
 
 impl Error {
@@ -48,6 +51,7 @@ impl Error {
             Error::Wire(err) => err.kind(),
             Error::JetStream { .. } => "jetstream",
             Error::Task { .. } => "task",
+            Error::Embed(_) => "embedding_model",
         }
     }
 

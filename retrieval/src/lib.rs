@@ -16,9 +16,11 @@
 
 pub mod answer_search;
 pub mod context;
+pub mod embed;
 pub mod error;
 pub mod fit;
 pub mod follow;
+pub mod hybrid;
 pub mod index;
 pub mod query;
 pub mod schema;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cauce_nats::DocId;
 use cauce_nats::metrics::{self, Histogram};
-use cauce_nats::wire::{ChatMessage, MAX_TOP_K, Passage};
+use cauce_nats::wire::{ChatMessage, MAX_TOP_K, Passage, Role};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::TermQuery;
 use tantivy::schema::IndexRecordOption;
@@ -18,6 +18,7 @@ use tracing::warn;
 
 use crate::context::{self, Hit};
 use crate::error::{Error, Result};
+use crate::hybrid::{Hybrid, Reranked};
 use crate::index::LocalIndex;
 use crate::query::{MAX_QUERY_TERMS, SearchTerms};
 use crate::schema::{Fields, Language};
@@ -33,6 +34,10 @@ pub struct SearchStats {
     pub total_micros: AtomicU64,
     pub max_micros: AtomicU64,
     pub latency: Histogram,
+    /// Searches ranked by fused BM25 and dense scores.
+    pub hybrid_fused: AtomicU64,
+    /// Searches left in BM25's order because a candidate had no vector yet.
+    pub hybrid_warming: AtomicU64,
 }
 
 impl Default for SearchStats {
@@ -42,6 +47,8 @@ impl Default for SearchStats {
             total_micros: AtomicU64::default(),
             max_micros: AtomicU64::default(),
             latency: Histogram::new(metrics::SECONDS),
+            hybrid_fused: AtomicU64::default(),
+            hybrid_warming: AtomicU64::default(),
         }
     }
 }
@@ -53,6 +60,7 @@ pub struct Searcher {
     fields: Fields,
     language: Language,
     stats: Arc<SearchStats>,
+    hybrid: Option<Arc<Hybrid>>,
 }
 
 impl Searcher {
@@ -62,7 +70,14 @@ impl Searcher {
             fields: index.fields,
             language: index.language,
             stats: Arc::default(),
+            hybrid: None,
         }
+    }
+
+    /// The same searcher, re-scoring BM25's candidates with dense vectors.
+    pub fn with_hybrid(mut self, hybrid: Arc<Hybrid>) -> Self {
+        self.hybrid = Some(hybrid);
+        self
     }
 
     pub fn stats(&self) -> &Arc<SearchStats> {
@@ -72,6 +87,29 @@ impl Searcher {
     /// Passages in the index now.
     pub fn passages(&self) -> u64 {
         self.reader.searcher().num_docs()
+    }
+
+    /// The hybrid ranking this searcher uses, if any.
+    pub fn hybrid(&self) -> Option<&Arc<Hybrid>> {
+        self.hybrid.as_ref()
+    }
+
+    /// The text of every passage in the index now, for computing their vectors.
+    pub fn passage_texts(&self) -> Result<Vec<String>> {
+        let searcher = self.reader.searcher();
+        let mut texts = Vec::new();
+        for segment in searcher.segment_readers() {
+            let store = segment
+                .get_store_reader(16)
+                .map_err(|e| Error::index("open the document store")(e.into()))?;
+            for doc in store.iter::<TantivyDocument>(segment.alive_bitset()) {
+                let doc = doc.map_err(Error::index("read document"))?;
+                if let Some(text) = doc.get_first(self.fields.text).and_then(|v| v.as_str()) {
+                    texts.push(text.to_string());
+                }
+            }
+        }
+        Ok(texts)
     }
 
     /// Documents in the index now: their first passages.
@@ -92,7 +130,12 @@ impl Searcher {
     pub fn search(&self, messages: &[ChatMessage], top_k: usize) -> Result<Vec<Passage>> {
         let started = Instant::now();
         let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
-        let passages = self.search_terms(terms, top_k.min(MAX_TOP_K as usize));
+        let question = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map_or("", |m| m.content.as_str());
+        let passages = self.search_terms(terms, question, top_k.min(MAX_TOP_K as usize));
         let micros = started.elapsed().as_micros() as u64;
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -101,7 +144,12 @@ impl Searcher {
         passages
     }
 
-    fn search_terms(&self, terms: SearchTerms, top_k: usize) -> Result<Vec<Passage>> {
+    fn search_terms(
+        &self,
+        terms: SearchTerms,
+        question: &str,
+        top_k: usize,
+    ) -> Result<Vec<Passage>> {
         if terms.is_empty() || top_k == 0 {
             return Ok(Vec::new());
         }
@@ -122,6 +170,16 @@ impl Searcher {
             match self.hit(&doc, score) {
                 Some(hit) => hits.push(hit),
                 None => warn!(?address, "indexed passage lacks a stored field, skipped"),
+            }
+        }
+        if let Some(hybrid) = &self.hybrid {
+            let counter = match hybrid.rerank(question, &mut hits) {
+                Reranked::Fused => Some(&self.stats.hybrid_fused),
+                Reranked::Warming => Some(&self.stats.hybrid_warming),
+                Reranked::Skipped => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(context::assemble(hits, top_k))

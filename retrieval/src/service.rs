@@ -76,6 +76,21 @@ impl StatsSource {
                 follow.docs_seq as f64,
             )
             .histogram("cauce_retrieval_search_time_seconds", &stats.latency);
+        if let Some(hybrid) = self.searcher.hybrid() {
+            if let Some(pending) = hybrid.pending() {
+                metrics.gauge("cauce_retrieval_vectors_pending_passages", pending as f64);
+            }
+            metrics
+                .gauge("cauce_retrieval_vectors", hybrid.vectors() as f64)
+                .counter(
+                    "cauce_retrieval_hybrid_searches_total",
+                    stats.hybrid_fused.load(Ordering::Relaxed) as f64,
+                )
+                .counter(
+                    "cauce_retrieval_hybrid_warming_searches_total",
+                    stats.hybrid_warming.load(Ordering::Relaxed) as f64,
+                );
+        }
         WorkerStats {
             metrics,
             language: self.language.clone(),

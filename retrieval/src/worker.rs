@@ -23,14 +23,15 @@ use cauce_nats::wire::{
 use cauce_nats::wire::{ErrorKind, StoredError};
 use cauce_nats::{ModelName, Need, PromptCounter, Results, names};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::fit;
-use crate::follow::{FollowOptions, Follower};
+use crate::follow::{FollowOptions, FollowStatus, Follower};
+use crate::hybrid::{Hybrid, HybridConfig};
 use crate::index::LocalIndex;
 use crate::schema::Language;
 use crate::search::Searcher;
@@ -61,6 +62,8 @@ pub struct WorkerConfig {
     pub cache: bool,
     /// How long an identical request waits for the answer another one is generating.
     pub cache_wait: Duration,
+    /// Hybrid ranking (experimental): BM25's candidates re-scored with dense vectors.
+    pub hybrid: Option<HybridConfig>,
 }
 
 impl WorkerConfig {
@@ -73,6 +76,7 @@ impl WorkerConfig {
             follow: FollowOptions::default(),
             cache: true,
             cache_wait: Duration::from_secs(60),
+            hybrid: None,
         }
     }
 }
@@ -127,7 +131,16 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         what: "index open",
         source,
     })??;
-    let searcher = Searcher::new(&index);
+    let mut searcher = Searcher::new(&index);
+    if let Some(hybrid) = config.hybrid.clone() {
+        let hybrid = tokio::task::spawn_blocking(move || Hybrid::open(&hybrid))
+            .await
+            .map_err(|source| Error::Task {
+                what: "embedding model load",
+                source,
+            })??;
+        searcher = searcher.with_hybrid(Arc::new(hybrid));
+    }
 
     let follow_cancel = cancel.child_token();
     let mut follower = Follower::spawn(
@@ -142,6 +155,14 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
         status = follower.caught_up() => info!(docs_seq = status.docs_seq, applied = status.applied, passages = searcher.passages(), "index ready"),
     }
 
+    let backfill = searcher.hybrid().cloned().map(|hybrid| {
+        tokio::spawn(backfill_vectors(
+            hybrid,
+            searcher.clone(),
+            follower.status.clone(),
+            cancel.clone(),
+        ))
+    });
     let stats = StatsSource {
         language: config.language.to_string(),
         index_dir: config.index_dir.clone(),
@@ -180,6 +201,9 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
     let _ = dead_letters.await;
 
     follow_cancel.cancel();
+    if let Some(backfill) = backfill {
+        let _ = backfill.await;
+    }
     if let Err(err) = service.stop().await {
         debug!(error = %err, "service stop");
     }
@@ -190,6 +214,44 @@ pub async fn run(config: WorkerConfig, client: Client, cancel: CancellationToken
     })?;
     info!("retrieval worker stopped");
     pulled.and(followed)
+}
+
+/// Computes the vectors of the passages that have none: once the index is ready, then
+/// after the changes the follower applies (at most one pass every few seconds).
+async fn backfill_vectors(
+    hybrid: Arc<Hybrid>,
+    searcher: Searcher,
+    mut follow: watch::Receiver<FollowStatus>,
+    cancel: CancellationToken,
+) {
+    const BETWEEN_PASSES: Duration = Duration::from_secs(2);
+    loop {
+        let (pass_hybrid, pass_cancel) = (hybrid.clone(), cancel.clone());
+        let pass_searcher = searcher.clone();
+        let started = std::time::Instant::now();
+        let pass = tokio::task::spawn_blocking(move || -> Result<usize> {
+            let texts = pass_searcher.passage_texts()?;
+            Ok(pass_hybrid.backfill(&texts, &pass_cancel)?)
+        })
+        .await;
+        match pass {
+            Ok(Ok(0)) => {}
+            Ok(Ok(computed)) => info!(
+                computed, vectors = hybrid.vectors(), elapsed = ?started.elapsed(),
+                "passage vectors computed"
+            ),
+            Ok(Err(err)) => warn!(error = %err, "passage vectors not computed"),
+            Err(err) => warn!(error = %err, "passage vector task failed"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(BETWEEN_PASSES) => {}
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = follow.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 async fn pull_questions(shared: &Arc<Shared>, cancel: &CancellationToken) -> Result<()> {

@@ -22,7 +22,7 @@ pub struct Passage {
     pub heading_path: Vec<String>,
     /// File path or URL, with an anchor where the source has one.
     pub location: String,
-    /// BM25 score.
+    /// Ranking score: BM25's, or with hybrid ranking the fused score (0 to about 1).
     pub score: f32,
     pub text: String,
 }

@@ -1,0 +1,131 @@
+//! Hybrid ranking with the real embedding model (all-MiniLM-L6-v2, installed by
+//! `ops/setup`): fused scores rank the candidate that means what the question asks
+//! above one that only shares its words, vectors are kept across a restart, a search
+//! whose candidates lack vectors keeps BM25's order, and a worker computes the vectors
+//! of what it indexes and then ranks with them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cauce_nats::DocId;
+use cauce_nats::wire::Passage;
+use cauce_retrieval::WorkerConfig;
+use cauce_retrieval::context::Hit;
+use cauce_retrieval::embed::MODEL_DIR_NAME;
+use cauce_retrieval::hybrid::{Hybrid, HybridConfig, Reranked};
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+/// Where `ops/setup` installs the model.
+fn model_dir() -> PathBuf {
+    let home = std::env::var_os("CAUCE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".local/share/cauce")
+        });
+    home.join("models").join(MODEL_DIR_NAME)
+}
+
+fn config(vectors_file: PathBuf) -> HybridConfig {
+    HybridConfig {
+        model_dir: model_dir(),
+        vectors_file,
+        weight: 0.5,
+    }
+}
+
+fn hit(doc: &str, score: f32, text: &str) -> Hit {
+    Hit {
+        passage: Passage {
+            doc_id: DocId::parse(doc).unwrap(),
+            version: "v1".into(),
+            title: doc.into(),
+            heading_path: Vec::new(),
+            location: format!("{doc}.md"),
+            score,
+            text: text.into(),
+        },
+        ord: 0,
+    }
+}
+
+fn open(config: &HybridConfig) -> Hybrid {
+    Hybrid::open(config).unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[test]
+fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path().join("vectors.bin"));
+    let hybrid = open(&config);
+    // BM25 prefers the passage that repeats the question's words
+    let mut hits = vec![
+        hit(
+            "snakes",
+            5.0,
+            "Python snakes: a python file of field notes, kept on the python farm.",
+        ),
+        hit(
+            "files",
+            4.0,
+            "To delete a file, call os.remove(path); os.unlink is the same function.",
+        ),
+    ];
+    let query = "how do I delete a python file";
+    // no vectors yet: BM25's order stays
+    assert_eq!(hybrid.rerank(query, &mut hits), Reranked::Warming);
+    assert_eq!(hits[0].passage.doc_id.as_str(), "snakes");
+
+    let texts: Vec<String> = hits.iter().map(|h| h.passage.text.clone()).collect();
+    let computed = hybrid.backfill(&texts, &CancellationToken::new()).unwrap();
+    assert_eq!(
+        (computed, hybrid.vectors(), hybrid.pending()),
+        (2, 2, Some(0))
+    );
+    assert_eq!(hybrid.rerank(query, &mut hits), Reranked::Fused);
+    assert_eq!(hits[0].passage.doc_id.as_str(), "files", "{hits:#?}");
+    assert!(hits[0].passage.score > hits[1].passage.score);
+
+    // a restart reads the kept vectors and computes none again
+    drop(hybrid);
+    let reopened = open(&config);
+    assert_eq!(reopened.vectors(), 2);
+    let computed = reopened
+        .backfill(&texts, &CancellationToken::new())
+        .unwrap();
+    assert_eq!(computed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_computes_its_passages_vectors_and_ranks_with_them() -> Result {
+    let nats = server();
+    let js = jetstream(&nats, &cauce_nats::Limits::default()).await?;
+    let dir = tempfile::tempdir()?;
+    ingest(&js, &corpus(dir.path())?, false).await?;
+    let mut worker_config = WorkerConfig::new(dir.path().join("index"));
+    worker_config.hybrid = Some(config(dir.path().join("vectors.bin")));
+    let worker = Worker::start_with(&nats, worker_config).await;
+
+    let mut pending = None;
+    for _ in 0..600 {
+        let stats = worker_stats(&nats).await?;
+        pending = stats
+            .metrics
+            .gauges
+            .get("cauce_retrieval_vectors_pending_passages")
+            .copied();
+        if pending == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pending, Some(0.0), "every passage has its vector");
+    let sources = ask(&js, "How do the gateways scale out?").await?;
+    assert!(!sources.is_empty());
+    let stats = worker_stats(&nats).await?;
+    let fused = stats.metrics.counters["cauce_retrieval_hybrid_searches_total"];
+    assert!(fused >= 1.0, "{:?}", stats.metrics.counters);
+    worker.stop().await
+}
