@@ -36,8 +36,8 @@ pub const MAX_DELIVERIES_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MA
 /// Prefix of the advisory JetStream sends when a consumer terminates a message.
 pub const MSG_TERMINATED_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.";
 
-/// Durable consumer of [`DEAD`] that the gateways share: each dead letter is turned once
-/// into an `error` event and a `failed` record.
+/// Durable consumer of [`DEAD`] that the retrieval workers share: each dead letter is
+/// turned once into an `error` event and a `failed` record.
 pub const DEAD_NOTIFY_CONSUMER: &str = "notify";
 
 /// The advisory subjects [`DEAD`] captures: both kinds, for the consumers of
