@@ -22,7 +22,8 @@
 //! - an **ingest** run reads and writes `DOCS`, nothing else;
 //! - the **operator** (`cauce up`, `nats apply`, `replay`, `status`, `cache`, `bench`)
 //!   does what every other role does, plus the JetStream API as a whole: only it can
-//!   create, change or delete a stream or consumer, and read `DEAD`.
+//!   create, change or delete a stream or consumer, and read `DEAD`; it also receives
+//!   replies on NATS' default inbox, so the `nats` tool works as the operator.
 //!
 //! Every role may read the configuration and counts of cauce's streams (every process
 //! checks the objects it needs at start) and the JetStream account info.
@@ -219,6 +220,8 @@ fn operator() -> Permissions {
     .fold(Permissions::default(), Permissions::and)
     .publish([api(">"), "$JS.ACK.>".to_string(), "$JS.FC.>".to_string()])
     .publish(discovery([WorkerKind::Gateway]))
+    // NATS' default inbox, for the `nats` command-line tool; no cauce role uses it
+    .subscribe(["_INBOX.>".to_string()])
 }
 
 /// Creating a model's inference consumer when it is missing, as a worker of a new model
