@@ -130,12 +130,8 @@ impl Searcher {
     pub fn search(&self, messages: &[ChatMessage], top_k: usize) -> Result<Vec<Passage>> {
         let started = Instant::now();
         let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
-        let question = messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.as_str());
-        let passages = self.search_terms(terms, question, top_k.min(MAX_TOP_K as usize));
+        let question = dense_query(messages);
+        let passages = self.search_terms(terms, &question, top_k.min(MAX_TOP_K as usize));
         let micros = started.elapsed().as_micros() as u64;
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -208,4 +204,18 @@ impl Searcher {
             ord: doc.get_first(f.ord).and_then(|v| v.as_u64())?,
         })
     }
+}
+
+/// What the question's vector is computed from: the last user turn, after the user turn
+/// before it when there is one (a follow-up's topic is in the earlier turn).
+fn dense_query(messages: &[ChatMessage]) -> String {
+    let mut turns: Vec<&str> = messages
+        .iter()
+        .rev()
+        .filter(|m| m.role == Role::User)
+        .take(2)
+        .map(|m| m.content.as_str())
+        .collect();
+    turns.reverse();
+    turns.join("\n")
 }
