@@ -122,6 +122,21 @@ pub enum Error {
         #[source]
         source: async_nats::Error,
     },
+    /// JetStream could not reserve an object's size bound (`max_bytes`) in its store.
+    #[error(
+        "jetstream {action} of {object} failed: the server has no room to reserve its \
+         size bound. JetStream reserves every stream's and bucket's max_bytes against its \
+         file store limit, which nats-server sets to 75% of the disk space free when it \
+         starts unless its config sets `jetstream {{ max_file_store: ... }}` (as \
+         ops/nats/single.conf does). Free disk space where the server keeps its store, or \
+         set max_file_store, and start again ({source})"
+    )]
+    NoStorage {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: async_nats::Error,
+    },
     /// A core NATS publish, subscribe or request failed.
     #[error("nats {action} on {subject} failed: {source}")]
     Nats {
@@ -156,6 +171,7 @@ impl Error {
             Error::Conflict { .. } => "nats_conflict",
             Error::Missing { .. } => "nats_missing",
             Error::JetStream { .. } => "jetstream",
+            Error::NoStorage { .. } => "nats_no_storage",
             Error::Nats { .. } => "nats",
             Error::Connect { .. } => "nats_connect",
             Error::BadUrl { .. } => "nats_bad_url",
@@ -181,12 +197,38 @@ impl Error {
         object: impl Into<String>,
         source: impl Into<async_nats::Error>,
     ) -> Self {
+        let (object, source) = (object.into(), source.into());
+        if storage_exceeded(&source) {
+            return Error::NoStorage {
+                action,
+                object,
+                source,
+            };
+        }
         Error::JetStream {
             action,
-            object: object.into(),
-            source: source.into(),
+            object,
+            source,
         }
     }
+}
+
+/// Whether JetStream refused for lack of storage (error code 10047) anywhere in the
+/// chain: a bucket's error carries its stream's as its source.
+fn storage_exceeded(error: &async_nats::Error) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(error) = next {
+        if let Some(create) = error.downcast_ref::<CreateStreamError>()
+            && let CreateStreamErrorKind::JetStream(refusal) = create.kind()
+            && refusal.error_code() == ErrorCode::STORAGE_RESOURCES_EXCEEDED
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub sync_always: bool,
     /// More of the server's configuration, appended as given (an `authorization` block).
     pub extra: String,
+    /// JetStream's file store limit in bytes; `None` leaves nats-server's own (75% of the
+    /// disk space free when it starts), which makes whether cauce's streams fit depend on
+    /// the disk at that moment.
+    pub max_file_store: Option<u64>,
 }
 
 /// `$NATS_SERVER_BIN`, else `nats-server` on `PATH`.
@@ -109,9 +113,13 @@ fn write_config_file(config: &ServerConfig) -> std::io::Result<PathBuf> {
     } else {
         ""
     };
+    let store_limit = config
+        .max_file_store
+        .map(|bytes| format!("  max_file_store: {bytes}\n"))
+        .unwrap_or_default();
     let text = format!(
         "# written by cauce for a locally started nats-server\n\
-         jetstream {{\n  store_dir: {quoted}\n{sync}}}\n{extra}",
+         jetstream {{\n  store_dir: {quoted}\n{sync}{store_limit}}}\n{extra}",
         extra = config.extra
     );
     let path = config.store_dir.with_extension("conf");

@@ -13,6 +13,10 @@ use crate::server::{self, ServerConfig, ServerError};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The JetStream file store limit of a test server. Tests write megabytes; a fixed
+/// bound keeps the reservation of cauce's streams (several GiB of `max_bytes`) from
+/// depending on the disk space free on the machine that runs them.
+pub const TEST_MAX_FILE_STORE: u64 = 64 << 30;
 
 /// A running `nats-server` with JetStream enabled.
 pub struct NatsServer {
@@ -32,16 +36,25 @@ impl NatsServer {
     /// [`start`](Self::start), fsyncing every write (`true`, what cauce runs) or with
     /// nats-server's default interval (`false`), for benchmarks of the difference.
     pub fn start_syncing(sync_always: bool) -> Result<Self, ServerError> {
-        Self::start_configured(sync_always, String::new())
+        Self::start_configured(sync_always, String::new(), TEST_MAX_FILE_STORE)
+    }
+
+    /// [`start`](Self::start) with a JetStream file store of `max_file_store` bytes.
+    pub fn start_with_store_limit(max_file_store: u64) -> Result<Self, ServerError> {
+        Self::start_configured(true, String::new(), max_file_store)
     }
 
     /// [`start`](Self::start) with more configuration appended to the server's file (an
     /// `authorization` block, and the variables it names).
     pub fn start_with_config(extra: &str) -> Result<Self, ServerError> {
-        Self::start_configured(true, extra.to_string())
+        Self::start_configured(true, extra.to_string(), TEST_MAX_FILE_STORE)
     }
 
-    fn start_configured(sync_always: bool, extra: String) -> Result<Self, ServerError> {
+    fn start_configured(
+        sync_always: bool,
+        extra: String,
+        max_file_store: u64,
+    ) -> Result<Self, ServerError> {
         let binary = server::find_binary()?;
         let store = tempfile::Builder::new()
             .prefix("cauce-nats-test-")
@@ -54,6 +67,7 @@ impl NatsServer {
             log_file: server::log_file_for(store.path()),
             sync_always,
             extra,
+            max_file_store: Some(max_file_store),
         };
         let child = server::spawn(&config, READY_TIMEOUT)?;
         Ok(Self {

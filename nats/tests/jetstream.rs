@@ -172,6 +172,29 @@ async fn conflicting_stream_is_reported_by_object_and_field() -> Result {
     Ok(())
 }
 
+/// A server whose file store cannot hold every object's size bound: `apply` names the
+/// object and says what to do, for a stream and for a bucket alike.
+#[tokio::test]
+async fn a_store_too_small_for_the_bounds_is_reported_with_the_remedy() -> Result {
+    const GIB: u64 = 1 << 30;
+    // QUESTIONS and PROMPTS reserve 1 GiB each, DOCS 4 GiB, then the results bucket 1 GiB
+    for (limit, object) in [
+        (3 * GIB, "stream DOCS"),
+        (13 * GIB / 2, "bucket cauce-results"),
+    ] {
+        let nats = NatsServer::start_with_store_limit(limit).unwrap_or_else(|err| panic!("{err}"));
+        let js = jetstream::new(nats.client().await);
+        let err = apply(&js, &Limits::default()).await.unwrap_err();
+        assert_eq!(err.kind(), "nats_no_storage", "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(object) && message.contains("max_file_store"),
+            "{message}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn same_msg_id_inside_the_duplicate_window_is_stored_once() -> Result {
     let nats = server();

@@ -11,6 +11,10 @@ use cauce_nats::server::{self, ServerConfig};
 use tracing::info;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// JetStream's file store limit of the server `cauce up` starts, as in
+/// `ops/nats/single.conf`: room for the default bounds of every stream and bucket
+/// (about 7.3 GiB), whatever the disk space free when it starts.
+const MAX_FILE_STORE: u64 = 10 << 30;
 
 /// The pid of the nats-server this process started, 0 when none: an exit at once (a
 /// second Ctrl-C) skips destructors, and must still not leave the server behind.
@@ -73,6 +77,7 @@ pub fn find_or_start(nats_url: &str, home: &Path) -> anyhow::Result<Option<Local
     let config = ServerConfig {
         sync_always: true,
         extra: String::new(),
+        max_file_store: Some(MAX_FILE_STORE),
         binary,
         host: if host == "localhost" {
             "127.0.0.1".into()

@@ -88,6 +88,7 @@ impl LocalNats {
         let config = ServerConfig {
             sync_always: true,
             extra: String::new(),
+            max_file_store: Some(cauce_nats::testkit::TEST_MAX_FILE_STORE),
             binary: server::find_binary()?,
             host: "127.0.0.1".into(),
             port,
