@@ -8,9 +8,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::chunk::{self, ChunkOptions};
-use crate::extract::{self, Extracted};
+use crate::extract::{self, Extracted, Refusal};
 use crate::source::{Format, SourceFile};
-use crate::{html, markdown};
+use crate::{docx, html, markdown, pdf};
 
 /// A file read and ready to publish.
 #[derive(Debug)]
@@ -23,9 +23,14 @@ pub(crate) struct Prepared {
 
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Document { document: Document, payload: Bytes },
+    Document {
+        document: Document,
+        payload: Bytes,
+    },
     NoText,
     Unreadable(std::io::Error),
+    /// A PDF or DOCX that gave no document, and why.
+    Refused(Refusal),
 }
 
 /// Reads, extracts, chunks and encodes one file.
@@ -41,11 +46,15 @@ pub(crate) fn prepare(file: SourceFile, options: ChunkOptions) -> Prepared {
         }
     };
     let source_bytes = raw.len();
-    let text = String::from_utf8_lossy(&raw);
-    let extracted = match file.format {
-        Format::Markdown => markdown::extract(&text),
-        Format::Text => extract::plain_text(&text),
-        Format::Html => html::extract(&text),
+    let extracted = match read(file.format, &raw) {
+        Ok(extracted) => extracted,
+        Err(refusal) => {
+            return Prepared {
+                file,
+                source_bytes,
+                outcome: Outcome::Refused(refusal),
+            };
+        }
     };
     let outcome = match build(&file, extracted, options) {
         Some(document) => match wire::encode_compressed(&DocRecord::Document(document.clone())) {
@@ -59,6 +68,18 @@ pub(crate) fn prepare(file: SourceFile, options: ChunkOptions) -> Prepared {
         source_bytes,
         outcome,
     }
+}
+
+/// What the reader of `format` finds in `raw`.
+fn read(format: Format, raw: &[u8]) -> Result<Extracted, Refusal> {
+    let text = || String::from_utf8_lossy(raw);
+    Ok(match format {
+        Format::Markdown => markdown::extract(&text()),
+        Format::Text => extract::plain_text(&text()),
+        Format::Html => html::extract(&text()),
+        Format::Pdf => pdf::extract(raw)?,
+        Format::Docx => docx::extract(raw)?,
+    })
 }
 
 fn build(file: &SourceFile, extracted: Extracted, options: ChunkOptions) -> Option<Document> {

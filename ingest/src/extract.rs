@@ -19,6 +19,23 @@ pub struct Section {
     pub paragraphs: Vec<String>,
 }
 
+/// Why a file of a binary format (PDF, DOCX) gave no document.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It needs a password to open.
+    #[error("it is encrypted: save a copy without a password and ingest that")]
+    Encrypted,
+    /// Pages, but no text on any of them: a scan without a text layer.
+    #[error(
+        "none of its {pages} pages has text (a scan without a text layer?): run OCR on it \
+         (ocrmypdf, for one) and ingest the result"
+    )]
+    NoTextLayer { pages: usize },
+    /// It does not parse as its format.
+    #[error("it is corrupt or not what its extension says: {0}")]
+    Corrupt(String),
+}
+
 /// Builds sections while a reader walks a document: headings open a new section,
 /// paragraphs go into the current one.
 #[derive(Debug, Default)]
@@ -42,6 +59,15 @@ impl SectionBuilder {
         self.headings.push((level, text, anchor.clone()));
         self.current.heading_path = self.headings.iter().map(|(_, t, _)| t.clone()).collect();
         self.current.anchor = anchor;
+    }
+
+    /// Starts a new page: the paragraphs that follow form a section of their own,
+    /// anchored `anchor`, under no heading.
+    pub(crate) fn page(&mut self, anchor: &str) {
+        self.finish_section();
+        self.headings.clear();
+        self.current.heading_path.clear();
+        self.current.anchor = Some(anchor.to_string());
     }
 
     /// Adds one paragraph of text (whitespace is collapsed; empty text is dropped).

@@ -1,4 +1,4 @@
-//! `cauce-ingest` reads documents (Markdown, plain text, HTML), splits them into
+//! `cauce-ingest` reads documents (Markdown, plain text, HTML, PDF, DOCX), splits them into
 //! passages along headings and paragraphs, and publishes each document, zstd-compressed,
 //! to `cauce.docs.<doc id>` in the `DOCS` stream, where retrieval workers pick it up.
 //!
@@ -18,11 +18,13 @@
 
 mod chunk;
 mod document;
+pub mod docx;
 pub mod error;
 pub mod exclude;
 mod extract;
 pub mod html;
 pub mod markdown;
+pub mod pdf;
 mod progress;
 mod publish;
 pub mod source;
@@ -40,7 +42,7 @@ use tracing::{info, warn};
 
 pub use chunk::ChunkOptions;
 pub use error::{Error, Result};
-pub use extract::{Extracted, Section, plain_text};
+pub use extract::{Extracted, Refusal, Section, plain_text};
 pub use progress::ProgressMode;
 pub use source::{Format, SkipReason, Skipped};
 pub use summary::Summary;
@@ -163,6 +165,12 @@ pub async fn run(
             Outcome::Unreadable(err) => {
                 warn!(path = %file.path.display(), error = %err, "cannot read file, skipped");
                 summary.skip(file.path, SkipReason::Unreadable);
+                progress.file_done(0, source_bytes);
+                continue;
+            }
+            Outcome::Refused(refusal) => {
+                warn!(path = %file.path.display(), reason = %refusal, "file skipped");
+                summary.refuse(file.path, &refusal);
                 progress.file_done(0, source_bytes);
                 continue;
             }

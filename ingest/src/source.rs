@@ -25,6 +25,8 @@ pub enum Format {
     Markdown,
     Text,
     Html,
+    Pdf,
+    Docx,
 }
 
 impl Format {
@@ -35,6 +37,8 @@ impl Format {
             "md" | "markdown" | "mdown" | "mkd" => Some(Format::Markdown),
             "txt" | "text" | "rst" => Some(Format::Text),
             "html" | "htm" | "xhtml" => Some(Format::Html),
+            "pdf" => Some(Format::Pdf),
+            "docx" => Some(Format::Docx),
             _ => None,
         }
     }
@@ -54,7 +58,7 @@ pub struct SourceFile {
 /// Why a file was not published.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
-    /// Not Markdown, text or HTML.
+    /// Not Markdown, text, HTML, PDF or DOCX.
     UnsupportedType,
     /// Another file of this run has the same document id.
     DuplicateId,
@@ -64,16 +68,25 @@ pub enum SkipReason {
     TooLarge,
     /// The file could not be read.
     Unreadable,
+    /// It needs a password.
+    Encrypted,
+    /// A PDF whose pages have no text (a scan).
+    NoTextLayer,
+    /// It does not parse as its format.
+    Corrupt,
 }
 
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SkipReason::UnsupportedType => "not Markdown, text or HTML",
+            SkipReason::UnsupportedType => "not Markdown, text, HTML, PDF or DOCX",
             SkipReason::DuplicateId => "same document id as another file",
             SkipReason::NoText => "no text",
             SkipReason::TooLarge => "too large for one message",
             SkipReason::Unreadable => "unreadable",
+            SkipReason::Encrypted => "encrypted",
+            SkipReason::NoTextLayer => "no text layer (scanned?)",
+            SkipReason::Corrupt => "corrupt",
         })
     }
 }
@@ -83,6 +96,8 @@ impl fmt::Display for SkipReason {
 pub struct Skipped {
     pub path: PathBuf,
     pub reason: SkipReason,
+    /// What was wrong with this file and what to do, where there is more to say.
+    pub detail: Option<String>,
 }
 
 /// The files of one run, and what they cover.
@@ -183,6 +198,7 @@ fn add(
         found.skipped.push(Skipped {
             path,
             reason: SkipReason::UnsupportedType,
+            detail: None,
         });
         return;
     };
@@ -190,6 +206,7 @@ fn add(
         found.skipped.push(Skipped {
             path,
             reason: SkipReason::DuplicateId,
+            detail: None,
         });
         return;
     }
@@ -298,6 +315,8 @@ mod tests {
             Format::from_path(Path::new("notes.txt")),
             Some(Format::Text)
         );
+        assert_eq!(Format::from_path(Path::new("T.PDF")), Some(Format::Pdf));
+        assert_eq!(Format::from_path(Path::new("a.docx")), Some(Format::Docx));
         assert_eq!(Format::from_path(Path::new("logo.png")), None);
     }
 }

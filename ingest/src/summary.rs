@@ -5,7 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::extract::Refusal;
 use crate::source::{SkipReason, Skipped};
+
+/// Files with something to say about them listed by name at the end of a run, at most.
+const LISTED: usize = 20;
 
 /// Counts of one run.
 #[derive(Clone, Debug, Default)]
@@ -29,7 +33,25 @@ pub struct Summary {
 
 impl Summary {
     pub(crate) fn skip(&mut self, path: PathBuf, reason: SkipReason) {
-        self.skipped.push(Skipped { path, reason });
+        self.skipped.push(Skipped {
+            path,
+            reason,
+            detail: None,
+        });
+    }
+
+    /// A PDF or DOCX its reader refused, with the reason.
+    pub(crate) fn refuse(&mut self, path: PathBuf, refusal: &Refusal) {
+        let reason = match refusal {
+            Refusal::Encrypted => SkipReason::Encrypted,
+            Refusal::NoTextLayer { .. } => SkipReason::NoTextLayer,
+            Refusal::Corrupt(_) => SkipReason::Corrupt,
+        };
+        self.skipped.push(Skipped {
+            path,
+            reason,
+            detail: Some(refusal.to_string()),
+        });
     }
 
     /// Skipped files counted by reason.
@@ -61,6 +83,14 @@ impl fmt::Display for Summary {
         )?;
         for (reason, count) in self.skipped_by_reason() {
             write!(f, "\n  skipped {count}: {reason}")?;
+        }
+        let told: Vec<_> = self.skipped.iter().filter(|s| s.detail.is_some()).collect();
+        for skipped in told.iter().take(LISTED) {
+            let detail = skipped.detail.as_deref().unwrap_or_default();
+            write!(f, "\n  {}: {detail}", skipped.path.display())?;
+        }
+        if told.len() > LISTED {
+            write!(f, "\n  ... and {} more (see the log)", told.len() - LISTED)?;
         }
         Ok(())
     }
