@@ -73,6 +73,8 @@ pub struct CauceOptions {
     pub top_k: Option<i64>,
     /// `false` keeps a deterministic answer out of the response cache.
     pub cache: Option<bool>,
+    /// Retrieval uses only these collections' documents.
+    pub collections: Option<Vec<String>>,
 }
 
 /// `usage` as OpenAI reports it.

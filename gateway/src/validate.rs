@@ -5,8 +5,10 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use cauce_nats::wire::{self, ChatMessage, ChatRequest, RetrievalOptions, Role, Sampling};
-use cauce_nats::{GatewayId, ModelName, RequestId};
+use cauce_nats::wire::{
+    self, ChatMessage, ChatRequest, MAX_COLLECTIONS, RetrievalOptions, Role, Sampling,
+};
+use cauce_nats::{Collection, GatewayId, ModelName, RequestId};
 use serde::de::DeserializeOwned;
 
 use crate::config::GatewayConfig;
@@ -156,21 +158,44 @@ pub fn validate_search(
             format!("top_k must be between 1 and {MAX_TOP_K}, got {top_k}"),
         ));
     }
-    if let Some(other) = body
-        .collections
-        .iter()
-        .flatten()
-        .find(|c| c.as_str() != "default")
-    {
-        return Err(Error::invalid(
-            "collections",
-            format!("there is no collection {other:?}: every document is in \"default\""),
-        ));
-    }
     Ok(cauce_nats::wire::SearchRequest {
         messages,
         top_k: top_k as u32,
+        collections: collections("collections", body.collections)?,
     })
+}
+
+/// The collections a request names under `field`: none given is every document.
+fn collections(field: &str, names: Option<Vec<String>>) -> Result<Vec<Collection>> {
+    let Some(names) = names else {
+        return Ok(Vec::new());
+    };
+    if names.is_empty() {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{field} is empty: name at least one collection, or leave it out to search every document"
+            ),
+        ));
+    }
+    if names.len() > MAX_COLLECTIONS {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{field} names {} collections, the limit is {MAX_COLLECTIONS}",
+                names.len()
+            ),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(names.len());
+    for (index, name) in names.into_iter().enumerate() {
+        let collection = Collection::parse(name)
+            .map_err(|err| Error::invalid(format!("{field}[{index}]"), err.to_string()))?;
+        if !parsed.contains(&collection) {
+            parsed.push(collection);
+        }
+    }
+    Ok(parsed)
 }
 
 /// Checks every field of a chat request.
@@ -285,6 +310,7 @@ pub fn validate(
         }
         retrieval.top_k = top_k as u32;
     }
+    retrieval.collections = collections("cauce.collections", options.collections)?;
     Ok(ValidChatRequest {
         model,
         messages,
@@ -368,7 +394,7 @@ mod tests {
             r#"{"model":"m1","messages":[{"role":"system","content":"be brief"},
             {"role":"user","content":[{"type":"text","text":"hel"},{"type":"text","text":"lo"}]}],
             "stream":true,"max_tokens":5,"temperature":0,"seed":3,"stop":"\n",
-            "stream_options":{"include_usage":true},"cauce":{"retrieval":false,"top_k":2},"unknown":1}"#,
+            "stream_options":{"include_usage":true},"cauce":{"retrieval":false,"top_k":2,"collections":["physics-101"]},"unknown":1}"#,
         )
         .unwrap();
         assert_eq!(valid.model.as_str(), "m1");
@@ -377,6 +403,7 @@ mod tests {
         assert_eq!(valid.sampling.stop, vec!["\n".to_string()]);
         assert!(valid.stream && valid.include_usage && !valid.retrieval.enabled);
         assert_eq!(valid.retrieval.top_k, 2);
+        assert_eq!(valid.retrieval.collections[0].as_str(), "physics-101");
     }
 
     #[test]
@@ -407,6 +434,12 @@ mod tests {
         assert_eq!(
             param_of(r#"{"model":"a.b","messages":[{"role":"user","content":"x"}]}"#),
             "model"
+        );
+        assert_eq!(
+            param_of(
+                r#"{"messages":[{"role":"user","content":"x"}],"cauce":{"collections":["a b"]}}"#
+            ),
+            "cauce.collections[0]"
         );
     }
 

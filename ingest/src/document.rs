@@ -3,6 +3,7 @@
 //! it on `spawn_blocking`.
 
 use bytes::Bytes;
+use cauce_nats::Collection;
 use cauce_nats::wire::{self, DocPassage, DocRecord, Document};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -34,7 +35,7 @@ pub(crate) enum Outcome {
 }
 
 /// Reads, extracts, chunks and encodes one file.
-pub(crate) fn prepare(file: SourceFile, options: ChunkOptions) -> Prepared {
+pub(crate) fn prepare(file: SourceFile, collection: Collection, options: ChunkOptions) -> Prepared {
     let raw = match std::fs::read(&file.path) {
         Ok(raw) => raw,
         Err(err) => {
@@ -56,7 +57,7 @@ pub(crate) fn prepare(file: SourceFile, options: ChunkOptions) -> Prepared {
             };
         }
     };
-    let outcome = match build(&file, extracted, options) {
+    let outcome = match build(&file, collection, extracted, options) {
         Some(document) => match wire::encode_compressed(&DocRecord::Document(document.clone())) {
             Ok(payload) => Outcome::Document { document, payload },
             Err(err) => Outcome::Unreadable(std::io::Error::other(err)),
@@ -82,7 +83,12 @@ fn read(format: Format, raw: &[u8]) -> Result<Extracted, Refusal> {
     })
 }
 
-fn build(file: &SourceFile, extracted: Extracted, options: ChunkOptions) -> Option<Document> {
+fn build(
+    file: &SourceFile,
+    collection: Collection,
+    extracted: Extracted,
+    options: ChunkOptions,
+) -> Option<Document> {
     let passages = chunk::passages(&extracted.sections, options);
     if passages.is_empty() {
         return None;
@@ -94,9 +100,10 @@ fn build(file: &SourceFile, extracted: Extracted, options: ChunkOptions) -> Opti
             .unwrap_or_default()
     });
     let location = file.location.clone();
-    let version = content_version(&title, &location, &passages);
+    let version = content_version(&collection, &title, &location, &passages);
     Some(Document {
         id: file.id.clone(),
+        collection,
         version,
         title,
         location,
@@ -107,9 +114,18 @@ fn build(file: &SourceFile, extracted: Extracted, options: ChunkOptions) -> Opti
 
 /// SHA-256 of what a reader sees of the document, as 32 hex digits: the same content
 /// always gets the same version, and a change anywhere (text, headings, title,
-/// location, chunking) gets a new one.
-pub(crate) fn content_version(title: &str, location: &str, passages: &[DocPassage]) -> String {
-    let canonical = json!({ "title": title, "location": location, "passages": passages });
+/// location, chunking, collection) gets a new one. The default collection is left out,
+/// so documents ingested before collections keep their versions.
+pub(crate) fn content_version(
+    collection: &Collection,
+    title: &str,
+    location: &str,
+    passages: &[DocPassage],
+) -> String {
+    let mut canonical = json!({ "title": title, "location": location, "passages": passages });
+    if collection.as_str() != Collection::DEFAULT {
+        canonical["collection"] = json!(collection);
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -125,10 +141,14 @@ mod tests {
             anchor: None,
             text: text.into(),
         };
-        let a = content_version("T", "a.md", &[passage("one")]);
-        assert_eq!(a, content_version("T", "a.md", &[passage("one")]));
-        assert_ne!(a, content_version("T", "a.md", &[passage("two")]));
-        assert_ne!(a, content_version("U", "a.md", &[passage("one")]));
+        let default = Collection::default();
+        let version = |title, text| content_version(&default, title, "a.md", &[passage(text)]);
+        let a = version("T", "one");
+        assert_eq!(a, version("T", "one"));
+        assert_ne!(a, version("T", "two"));
+        assert_ne!(a, version("U", "one"));
+        let physics = Collection::parse("physics").unwrap();
+        assert_ne!(a, content_version(&physics, "T", "a.md", &[passage("one")]));
         assert_eq!(a.len(), 32);
     }
 }

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use async_nats::jetstream;
-use cauce_nats::names;
+use cauce_nats::{Collection, names};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -57,6 +57,10 @@ pub struct IngestOptions {
     pub paths: Vec<PathBuf>,
     /// Prefix of every document id, instead of the folder's name.
     pub id_prefix: Option<String>,
+    /// The collection every document of the run belongs to. Outside the default one,
+    /// ids start with the collection's name, so the same folder in two collections is
+    /// two sets of documents.
+    pub collection: Collection,
     /// Tombstone documents under the walked folders that no file produced.
     pub delete_missing: bool,
     /// Shown as the documents' location instead of their file path, joined with the
@@ -77,6 +81,7 @@ impl Default for IngestOptions {
         Self {
             paths: Vec::new(),
             id_prefix: None,
+            collection: Collection::default(),
             delete_missing: false,
             location_base: None,
             exclude: Vec::new(),
@@ -97,11 +102,14 @@ pub async fn run(
     let started = Instant::now();
     let roots = options.paths.clone();
     let id_prefix = options.id_prefix.clone();
+    let scope = (options.collection.as_str() != Collection::DEFAULT)
+        .then(|| options.collection.to_string());
     let location_base = options.location_base.clone();
     let excludes = exclude::Excludes::new(&options.exclude, options.default_excludes)?;
     let discovered = tokio::task::spawn_blocking(move || {
         source::discover(
             &roots,
+            scope.as_deref(),
             id_prefix.as_deref(),
             location_base.as_deref(),
             &excludes,
@@ -136,8 +144,12 @@ pub async fn run(
     let mut seen = HashSet::new();
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = options.chunk;
+    let collection = options.collection.clone();
     let mut prepared = futures::stream::iter(discovered.files)
-        .map(|file| tokio::task::spawn_blocking(move || document::prepare(file, chunk)))
+        .map(|file| {
+            let collection = collection.clone();
+            tokio::task::spawn_blocking(move || document::prepare(file, collection, chunk))
+        })
         .buffered(parallel);
 
     while let Some(next) = tokio::select! {

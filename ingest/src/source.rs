@@ -5,6 +5,7 @@
 //! out); each file's id is `<prefix>-<path inside the folder, without extension>`,
 //! slugged to `[a-z0-9_-]`, where the prefix is `--id-prefix` or the folder's own name.
 //! A file given by itself is `<prefix>-<stem>` with `--id-prefix`, else `<stem>`.
+//! Outside the default collection, every id starts with `<collection>-`.
 //! Characters the slug cannot keep (non-ASCII, an over-long path) add a short hash of
 //! the original path, so two different paths do not share an id.
 
@@ -110,9 +111,11 @@ pub struct Discovered {
     pub scopes: Vec<String>,
 }
 
-/// Walks `roots` and names every readable file.
+/// Walks `roots` and names every readable file. `collection`, when given, comes
+/// before every id's prefix.
 pub fn discover(
     roots: &[PathBuf],
+    collection: Option<&str>,
     id_prefix: Option<&str>,
     location_base: Option<&str>,
     excludes: &Excludes,
@@ -129,7 +132,8 @@ pub fn discover(
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let id = make_id(id_prefix, &stem, root)?;
+            let prefix = join(collection, id_prefix);
+            let id = make_id(prefix.as_deref(), &stem, root)?;
             let name = root
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -144,10 +148,8 @@ pub fn discover(
             );
             continue;
         }
-        let prefix = match id_prefix {
-            Some(prefix) => prefix.to_string(),
-            None => folder_name(root),
-        };
+        let own = id_prefix.map_or_else(|| folder_name(root), str::to_string);
+        let prefix = join(collection, Some(&own)).unwrap_or(own);
         let scope = make_id(Some(&prefix), "", root)?;
         found.scopes.push(format!("{scope}-"));
         let walker = WalkDir::new(root)
@@ -224,6 +226,14 @@ fn location_of(path: &Path, inside: &str, location_base: Option<&str>) -> String
     match location_base {
         Some(base) => format!("{base}{inside}"),
         None => path.to_string_lossy().into_owned(),
+    }
+}
+
+/// `collection/prefix`, or whichever of the two is given.
+fn join(collection: Option<&str>, prefix: Option<&str>) -> Option<String> {
+    match (collection, prefix) {
+        (Some(collection), Some(prefix)) => Some(format!("{collection}/{prefix}")),
+        (one, other) => one.or(other).map(str::to_string),
     }
 }
 

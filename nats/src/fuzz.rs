@@ -275,6 +275,7 @@ fn request() -> ChatRequest {
         retrieval: RetrievalOptions {
             enabled: true,
             top_k: 2,
+            collections: vec![crate::Collection::parse("physics-101").expect("a valid collection")],
         },
         created_at_ms: 1,
         deadline_ms: 2,
@@ -345,6 +346,7 @@ pub fn wire_seeds() -> Vec<Vec<u8>> {
     });
     let document = DocRecord::Document(Document {
         id: DocId::parse("guide").expect("a valid id"),
+        collection: crate::Collection::parse("physics-101").expect("a valid collection"),
         version: "abc".into(),
         title: "Guide".into(),
         location: "docs/guide.md".into(),

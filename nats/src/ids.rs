@@ -137,6 +137,23 @@ id_type!(
     DocId, "document id", Charset::Name, 200
 );
 
+id_type!(
+    /// A named set of documents (a course, a team's handbook): a chat or search request
+    /// may name collections, and retrieval then uses only their documents.
+    Collection, "collection", Charset::Name, 64
+);
+
+impl Collection {
+    /// The collection of a document ingested without one.
+    pub const DEFAULT: &'static str = "default";
+}
+
+impl Default for Collection {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_string())
+    }
+}
+
 impl RequestId {
     /// A fresh random id.
     pub fn generate() -> Self {

@@ -35,7 +35,7 @@ pub use ensure::{
     Action, Ensured, Limits, Need, Retention, apply, check, ensure_inference_consumer, read,
 };
 pub use error::{Error, IdError, NotAcked, Result, WireError};
-pub use ids::{DocId, GatewayId, ModelName, RequestId};
+pub use ids::{Collection, DocId, GatewayId, ModelName, RequestId};
 pub use model_card::{ModelCards, PromptCounter};
 pub use results::{Claimed, Hold, Results, Written};
 pub use retry::{Transient, until_acked};

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use cauce_ingest::{ChunkOptions, IngestOptions, ProgressMode};
-use cauce_nats::{Need, connect};
+use cauce_nats::{Collection, Need, connect};
 use clap::Args;
 use tracing::info;
 
@@ -20,6 +20,10 @@ pub struct IngestArgs {
     /// Prefix of every document id [default: the folder's name]
     #[arg(long, env = "CAUCE_INGEST_ID_PREFIX")]
     id_prefix: Option<String>,
+    /// The collection the documents belong to; a chat or search request naming
+    /// collections only uses theirs. Outside `default`, ids start with its name
+    #[arg(long, env = "CAUCE_INGEST_COLLECTION", default_value = Collection::DEFAULT)]
+    collection: Collection,
     /// Publish tombstones for documents under these folders that no file produced
     #[arg(long, env = "CAUCE_INGEST_DELETE_MISSING")]
     delete_missing: bool,
@@ -55,6 +59,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let options = IngestOptions {
         paths: args.paths,
         id_prefix: args.id_prefix,
+        collection: args.collection,
         delete_missing: args.delete_missing,
         exclude: args.exclude,
         default_excludes: !args.no_default_excludes,

@@ -106,10 +106,6 @@ async fn search_returns_ranked_sources_without_a_model() {
         (json!({"query": "  "}), "query"),
         (json!({"query": "a", "top_k": 0}), "top_k"),
         (json!({"query": "a", "top_k": 1000}), "top_k"),
-        (
-            json!({"query": "a", "collections": ["physics-101"]}),
-            "collections",
-        ),
         (json!({"messages": []}), "messages"),
     ] {
         let (status, body) = search(&http, port, bad.clone()).await;
@@ -120,5 +116,102 @@ async fn search_returns_ranked_sources_without_a_model() {
                 .as_str()
                 .is_some_and(|m| !m.is_empty())
         );
+    }
+}
+
+/// Documents ingested into a collection are searched only by requests that name it (or
+/// name none); the same folder in two collections is two sets of documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn collections_limit_the_documents_a_search_uses() {
+    let server = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
+    let url = server.url();
+    cauce_nats::apply(&jetstream::new(server.client().await), &Limits::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (course, collection, text) in [
+        (
+            "a",
+            "biology-1",
+            "The osmosis lab uses a potato slice and salt water.",
+        ),
+        ("b", "default", "The osmosis essay is due on Friday."),
+    ] {
+        let notes = dir.path().join(course).join("notes");
+        std::fs::create_dir_all(&notes).unwrap();
+        std::fs::write(notes.join("osmosis.md"), format!("# Osmosis\n\n{text}\n")).unwrap();
+        let ingested = procs::cauce(&url, &["ingest", "--collection", collection])
+            .arg(&notes)
+            .status()
+            .unwrap();
+        assert!(ingested.success());
+    }
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let _gateway = procs::gateway(&url, "gw-collections", port, &["--rate-limit", "0"]);
+    wait_healthy(&http, port).await;
+    let home = tempfile::tempdir().unwrap();
+    let _retrieval = procs::retrieval(&url, home.path(), &[]);
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["results"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|hit| hit["doc_id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut every = Vec::new();
+    for _ in 0..300 {
+        let (status, body) = search(&http, port, json!({"query": "osmosis"})).await;
+        every = ids(&body);
+        if status == 200 && every.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    every.sort();
+    assert_eq!(every, ["biology-1-notes-osmosis", "notes-osmosis"]);
+
+    let (status, body) = search(
+        &http,
+        port,
+        json!({"query": "osmosis", "collections": ["biology-1"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), ["biology-1-notes-osmosis"], "{body}");
+    let (_, body) = search(
+        &http,
+        port,
+        json!({"query": "osmosis", "collections": ["default", "default"]}),
+    )
+    .await;
+    assert_eq!(ids(&body), ["notes-osmosis"], "{body}");
+    let (status, body) = search(
+        &http,
+        port,
+        json!({"query": "osmosis", "collections": ["chemistry"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ids(&body).is_empty(), "{body}");
+
+    for (bad, param) in [
+        (json!({"query": "a", "collections": []}), "collections"),
+        (
+            json!({"query": "a", "collections": ["a.b"]}),
+            "collections[0]",
+        ),
+        (
+            json!({"query": "a", "collections": vec!["x"; 17]}),
+            "collections",
+        ),
+    ] {
+        let (status, body) = search(&http, port, bad.clone()).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+        assert_eq!(body["error"]["param"], param, "{bad} → {body}");
     }
 }

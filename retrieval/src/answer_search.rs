@@ -54,8 +54,10 @@ impl Answerer {
     async fn search(&self, request: SearchRequest) -> SearchResponse {
         let searcher = self.searcher.clone();
         let top_k = request.top_k as usize;
-        let found =
-            tokio::task::spawn_blocking(move || searcher.search(&request.messages, top_k)).await;
+        let found = tokio::task::spawn_blocking(move || {
+            searcher.search(&request.messages, top_k, &request.collections)
+        })
+        .await;
         let indexed_passages = self.searcher.passages();
         match found {
             Ok(Ok(passages)) => SearchResponse {

@@ -244,6 +244,7 @@ impl LocalIndex {
         for (ord, passage) in document.passages.iter().enumerate() {
             let mut doc = TantivyDocument::default();
             doc.add_text(f.doc_id, id.as_str());
+            doc.add_text(f.collection, document.collection.as_str());
             doc.add_text(f.version, &document.version);
             doc.add_text(f.title, &document.title);
             for heading in &passage.heading_path {

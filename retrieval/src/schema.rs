@@ -1,6 +1,7 @@
 //! The index schema and the language-aware analyzer of its text fields.
 //!
-//! One tantivy document per passage: doc id (raw, for deletes), version, title,
+//! One tantivy document per passage: doc id (raw, for deletes), collection (raw, for
+//! a request's filter), version, title,
 //! headings (one value per heading), location (with the anchor), text, and the
 //! passage's ordinal in its document (for merging neighbours). Title, headings and
 //! text are analyzed with the same analyzer: simple tokenizer (words of letters and
@@ -21,7 +22,7 @@ use tantivy::tokenizer::{
 };
 
 /// Bumped when the schema or the analyzer changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Tokens longer than this many bytes are dropped (base64 blobs, hashes).
 const MAX_TOKEN_BYTES: usize = 40;
@@ -98,6 +99,8 @@ impl FromStr for Language {
 #[derive(Clone, Copy, Debug)]
 pub struct Fields {
     pub doc_id: Field,
+    /// The document's collection, raw: a request's collections filter on it.
+    pub collection: Field,
     pub version: Field,
     pub title: Field,
     pub headings: Field,
@@ -119,6 +122,7 @@ impl Fields {
     pub fn of(schema: &Schema) -> Option<Self> {
         Some(Self {
             doc_id: schema.get_field("doc_id").ok()?,
+            collection: schema.get_field("collection").ok()?,
             version: schema.get_field("version").ok()?,
             title: schema.get_field("title").ok()?,
             headings: schema.get_field("headings").ok()?,
@@ -138,6 +142,7 @@ pub fn schema(language: Language) -> Schema {
     );
     let mut builder = Schema::builder();
     builder.add_text_field("doc_id", STRING | STORED);
+    builder.add_text_field("collection", STRING | STORED);
     builder.add_text_field("version", STORED);
     builder.add_text_field("title", analyzed.clone());
     builder.add_text_field("headings", analyzed.clone());

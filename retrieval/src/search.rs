@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use cauce_nats::DocId;
 use cauce_nats::metrics::{self, Histogram};
 use cauce_nats::wire::{ChatMessage, MAX_TOP_K, Passage, Role};
+use cauce_nats::{Collection, DocId};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::TermQuery;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::schema::Value;
 use tantivy::{IndexReader, TantivyDocument, Term};
@@ -125,13 +125,20 @@ impl Searcher {
     }
 
     /// The best passages for the conversation, at most `top_k` (and never more than
-    /// [`MAX_TOP_K`]), merged with their neighbours, whole. No text makes this fail:
-    /// text without searchable words finds nothing.
-    pub fn search(&self, messages: &[ChatMessage], top_k: usize) -> Result<Vec<Passage>> {
+    /// [`MAX_TOP_K`]), merged with their neighbours, whole; only from documents of
+    /// `collections`, unless it is empty. No text makes this fail: text without
+    /// searchable words finds nothing.
+    pub fn search(
+        &self,
+        messages: &[ChatMessage],
+        top_k: usize,
+        collections: &[Collection],
+    ) -> Result<Vec<Passage>> {
         let started = Instant::now();
         let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
         let question = dense_query(messages);
-        let passages = self.search_terms(terms, &question, top_k.min(MAX_TOP_K as usize));
+        let top_k = top_k.min(MAX_TOP_K as usize);
+        let passages = self.search_terms(terms, &question, top_k, collections);
         let micros = started.elapsed().as_micros() as u64;
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -145,6 +152,7 @@ impl Searcher {
         terms: SearchTerms,
         question: &str,
         top_k: usize,
+        collections: &[Collection],
     ) -> Result<Vec<Passage>> {
         if terms.is_empty() || top_k == 0 {
             return Ok(Vec::new());
@@ -153,7 +161,7 @@ impl Searcher {
         let terms = terms
             .most_selective(&searcher, &self.fields, MAX_QUERY_TERMS)
             .map_err(Error::index("look up term frequencies"))?;
-        let query = terms.to_query(&self.fields);
+        let query = self.in_collections(terms.to_query(&self.fields), collections);
         let collector = TopDocs::with_limit(top_k * CANDIDATES_PER_PASSAGE).order_by_score();
         let top = searcher
             .search(&*query, &collector)
@@ -179,6 +187,22 @@ impl Searcher {
             }
         }
         Ok(context::assemble(hits, top_k))
+    }
+
+    /// `query` limited to passages of `collections` (every passage when it is empty),
+    /// scored as `query` alone scores them.
+    fn in_collections(&self, query: Box<dyn Query>, collections: &[Collection]) -> Box<dyn Query> {
+        if collections.is_empty() {
+            return query;
+        }
+        let terms = collections
+            .iter()
+            .map(|c| Term::from_field_text(self.fields.collection, c.as_str()));
+        let filter = ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0);
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, query),
+            (Occur::Must, Box::new(filter)),
+        ]))
     }
 
     fn hit(&self, doc: &TantivyDocument, score: f32) -> Option<Hit> {

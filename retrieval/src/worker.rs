@@ -656,7 +656,8 @@ async fn retrieve(shared: &Shared, request: &ChatRequest) -> Result<Vec<Passage>
     let top_k = request.retrieval.top_k as usize;
     let searcher = shared.searcher.clone();
     let messages = request.messages.clone();
-    tokio::task::spawn_blocking(move || searcher.search(&messages, top_k))
+    let collections = request.retrieval.collections.clone();
+    tokio::task::spawn_blocking(move || searcher.search(&messages, top_k, &collections))
         .await
         .map_err(|source| Error::Task {
             what: "search",

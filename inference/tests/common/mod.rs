@@ -30,6 +30,7 @@ pub fn job(question: &str, sampling: Sampling) -> PromptJob {
             retrieval: RetrievalOptions {
                 enabled: false,
                 top_k: 0,
+                collections: Vec::new(),
             },
             created_at_ms: now,
             deadline_ms: now + 600_000,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Wire;
-use crate::ids::{GatewayId, ModelName, RequestId};
+use crate::ids::{Collection, GatewayId, ModelName, RequestId};
 
 /// Who said a message of the conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,13 +50,20 @@ pub struct RetrievalOptions {
     /// How many passages to put in the prompt, at most [`MAX_TOP_K`]: fewer when the
     /// model's context cannot hold them.
     pub top_k: u32,
+    /// The collections to search; empty searches every document.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<Collection>,
 }
+
+/// The most collections one request may name.
+pub const MAX_COLLECTIONS: usize = 16;
 
 impl Default for RetrievalOptions {
     fn default() -> Self {
         Self {
             enabled: true,
             top_k: 4,
+            collections: Vec::new(),
         }
     }
 }

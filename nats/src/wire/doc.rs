@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Wire;
-use crate::ids::DocId;
+use crate::ids::{Collection, DocId};
 
 /// One passage of a document, split along headings and paragraphs at ingest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,10 @@ pub struct DocPassage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Document {
     pub id: DocId,
+    /// The collection it belongs to; records written before collections existed are in
+    /// the default one.
+    #[serde(default)]
+    pub collection: Collection,
     /// Content hash: the same content always has the same version.
     pub version: String,
     pub title: String,

@@ -17,7 +17,9 @@ mod result;
 mod search;
 
 pub use cache::{CacheEntry, CacheValue, cache_key};
-pub use chat::{ChatMessage, ChatRequest, MAX_TOP_K, RetrievalOptions, Role, Sampling};
+pub use chat::{
+    ChatMessage, ChatRequest, MAX_COLLECTIONS, MAX_TOP_K, RetrievalOptions, Role, Sampling,
+};
 pub use doc::{DocPassage, DocRecord, Document, Tombstone};
 pub use event::{ErrorKind, Event, EventBody, FinishReason, Timings, Usage};
 pub use model::ModelCard;

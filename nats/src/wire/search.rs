@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChatMessage, Source, Wire};
+use crate::ids::Collection;
 
 /// What to search for: the conversation (its last user turn, leaning on the earlier
 /// ones), as a chat request's retrieval does.
@@ -11,6 +12,9 @@ use super::{ChatMessage, Source, Wire};
 pub struct SearchRequest {
     pub messages: Vec<ChatMessage>,
     pub top_k: u32,
+    /// The collections to search; empty searches every document.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<Collection>,
 }
 
 /// One ranked source, the start of its text, and its whole text as a prompt carries it.

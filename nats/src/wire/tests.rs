@@ -1,6 +1,6 @@
 use super::*;
 use crate::error::WireError;
-use crate::ids::{DocId, GatewayId, ModelName, RequestId};
+use crate::ids::{Collection, DocId, GatewayId, ModelName, RequestId};
 
 fn request() -> ChatRequest {
     ChatRequest {
@@ -28,6 +28,7 @@ fn request() -> ChatRequest {
         retrieval: RetrievalOptions {
             enabled: false,
             top_k: 2,
+            collections: vec![Collection::parse("physics-101").unwrap()],
         },
         created_at_ms: 1,
         deadline_ms: 2,
@@ -123,6 +124,7 @@ fn every_wire_type_round_trips() {
     });
     round_trip(DocRecord::Document(Document {
         id: DocId::parse("guide").unwrap(),
+        collection: Collection::parse("physics-101").unwrap(),
         version: "abc".into(),
         title: "Guide".into(),
         location: "docs/guide.md".into(),
@@ -267,4 +269,24 @@ fn a_prompt_job_is_fitted_by_dropping_its_lowest_ranked_passages() {
     // nothing left to drop: the question alone is the gateway's to refuse
     assert_eq!(job.fit(1), 2);
     assert!(job.passages.is_empty());
+}
+
+#[test]
+fn records_from_before_collections_are_in_the_default_one() {
+    let old = r#"{"type":"document","id":"guide","version":"v","title":"T","location":"l",
+        "passages":[{"text":"x"}],"published_at_ms":1}"#;
+    let DocRecord::Document(doc) = serde_json::from_str::<DocRecord>(old).unwrap() else {
+        panic!("a document");
+    };
+    assert_eq!(doc.collection.as_str(), Collection::DEFAULT);
+    // a request that names none writes exactly what it wrote before
+    let options = serde_json::to_string(&RetrievalOptions::default()).unwrap();
+    assert_eq!(options, r#"{"enabled":true,"top_k":4}"#);
+    let named: RetrievalOptions =
+        serde_json::from_str(r#"{"collections":["physics-101"]}"#).unwrap();
+    assert_eq!(
+        named.collections,
+        [Collection::parse("physics-101").unwrap()]
+    );
+    assert!(serde_json::from_str::<RetrievalOptions>(r#"{"collections":["a.b"]}"#).is_err());
 }

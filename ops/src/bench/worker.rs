@@ -177,6 +177,7 @@ pub(super) fn one_question(
             retrieval: RetrievalOptions {
                 enabled: false,
                 top_k: 0,
+                collections: Vec::new(),
             },
             created_at_ms: now,
             deadline_ms: now + timeout.as_millis() as u64,

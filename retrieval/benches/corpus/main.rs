@@ -188,17 +188,17 @@ async fn main() -> anyhow::Result<()> {
     let warmup = queries::draw(&reader, args.warmup, &mut rng)?;
     let timed = queries::draw(&reader, args.queries, &mut rng)?;
     for question in &warmup {
-        searcher.search(&question.messages, args.top_k)?;
+        searcher.search(&question.messages, args.top_k, &[])?;
     }
     let mut results = Vec::with_capacity(timed.len());
     for question in &timed {
         let started = Instant::now();
-        let passages = searcher.search(&question.messages, args.top_k)?;
+        let passages = searcher.search(&question.messages, args.top_k, &[])?;
         let took = started.elapsed();
         let mut best = took;
         for _ in 1..args.repeat {
             let started = Instant::now();
-            searcher.search(&question.messages, args.top_k)?;
+            searcher.search(&question.messages, args.top_k, &[])?;
             best = best.min(started.elapsed());
         }
         let docs: Vec<String> = passages.iter().map(|p| p.doc_id.to_string()).collect();
