@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::chunk::{self, ChunkOptions};
 use crate::extract::{self, Extracted, Refusal};
 use crate::source::{Format, SourceFile};
-use crate::{docx, html, markdown, pdf};
+use crate::{docx, epub, html, markdown, pdf};
 
 /// A file read and ready to publish.
 #[derive(Debug)]
@@ -80,6 +80,7 @@ fn read(format: Format, raw: &[u8]) -> Result<Extracted, Refusal> {
         Format::Html => html::extract(&text()),
         Format::Pdf => pdf::extract(raw)?,
         Format::Docx => docx::extract(raw)?,
+        Format::Epub => epub::extract(raw)?,
     })
 }
 

@@ -19,7 +19,7 @@ pub struct Section {
     pub paragraphs: Vec<String>,
 }
 
-/// Why a file of a binary format (PDF, DOCX) gave no document.
+/// Why a file of a binary format (PDF, DOCX, EPUB) gave no document.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// It needs a password to open.

@@ -1,4 +1,4 @@
-//! `cauce-ingest` reads documents (Markdown, plain text, HTML, PDF, DOCX), splits them into
+//! `cauce-ingest` reads documents (Markdown, plain text, HTML, PDF, DOCX, EPUB), splits them into
 //! passages along headings and paragraphs, and publishes each document, zstd-compressed,
 //! to `cauce.docs.<doc id>` in the `DOCS` stream, where retrieval workers pick it up.
 //!
@@ -19,6 +19,7 @@
 mod chunk;
 mod document;
 pub mod docx;
+pub mod epub;
 pub mod error;
 pub mod exclude;
 mod extract;

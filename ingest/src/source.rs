@@ -28,6 +28,7 @@ pub enum Format {
     Html,
     Pdf,
     Docx,
+    Epub,
 }
 
 impl Format {
@@ -40,6 +41,7 @@ impl Format {
             "html" | "htm" | "xhtml" => Some(Format::Html),
             "pdf" => Some(Format::Pdf),
             "docx" => Some(Format::Docx),
+            "epub" => Some(Format::Epub),
             _ => None,
         }
     }
@@ -59,7 +61,7 @@ pub struct SourceFile {
 /// Why a file was not published.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
-    /// Not Markdown, text, HTML, PDF or DOCX.
+    /// Not Markdown, text, HTML, PDF, DOCX or EPUB.
     UnsupportedType,
     /// Another file of this run has the same document id.
     DuplicateId,
@@ -80,7 +82,7 @@ pub enum SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SkipReason::UnsupportedType => "not Markdown, text, HTML, PDF or DOCX",
+            SkipReason::UnsupportedType => "not Markdown, text, HTML, PDF, DOCX or EPUB",
             SkipReason::DuplicateId => "same document id as another file",
             SkipReason::NoText => "no text",
             SkipReason::TooLarge => "too large for one message",

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use async_nats::jetstream;
-use cauce_ingest::{IngestOptions, Refusal, SkipReason, docx, pdf};
+use cauce_ingest::{IngestOptions, Refusal, SkipReason, docx, epub, pdf};
 use cauce_nats::testkit::NatsServer;
 use cauce_nats::wire::{self, DocRecord};
 use cauce_nats::{DocId, Limits, names};
@@ -115,14 +115,43 @@ fn docx_bytes(title: &str, body: &str) -> Vec<u8> {
             ),
         ),
     ];
+    zip_of(&parts)
+}
+
+fn zip_of(parts: &[(&str, String)]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
     for (name, text) in parts {
-        zip.start_file(name, options).unwrap();
+        zip.start_file(*name, options).unwrap();
         zip.write_all(text.as_bytes()).unwrap();
     }
     zip.finish().unwrap().into_inner()
+}
+
+/// An EPUB of two chapters, listed in the manifest in the opposite order of the spine.
+fn epub_bytes() -> Vec<u8> {
+    let chapter = |title: &str, id: &str, text: &str| {
+        format!(
+            r#"<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>{title}</title></head>
+            <body><h1 id="{id}">{title}</h1><p>{text}</p></body></html>"#
+        )
+    };
+    zip_of(&[
+        ("mimetype", "application/epub+zip".into()),
+        (
+            "META-INF/container.xml",
+            r#"<?xml version="1.0"?><container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>"#.into(),
+        ),
+        (
+            "OEBPS/content.opf",
+            r#"<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" xmlns:dc="http://purl.org/dc/elements/1.1/"><metadata><dc:title>Química básica</dc:title></metadata>
+            <manifest><item id="two" href="text/ch2.xhtml" media-type="application/xhtml+xml"/><item id="one" href="text/ch1.xhtml" media-type="application/xhtml+xml"/></manifest>
+            <spine><itemref idref="one"/><itemref idref="two"/></spine></package>"#.into(),
+        ),
+        ("OEBPS/text/ch1.xhtml", chapter("Átomos", "atomos", "Un átomo tiene protones y electrones.")),
+        ("OEBPS/text/ch2.xhtml", chapter("Enlaces", "enlaces", "Un enlace covalente comparte electrones.")),
+    ])
 }
 
 fn paragraph(style: Option<&str>, text: &str) -> String {
@@ -236,6 +265,26 @@ fn docx_keeps_headings_tables_and_its_title() -> Result {
     Ok(())
 }
 
+#[test]
+fn epub_chapters_follow_the_spine() -> Result {
+    let book = epub::extract(&epub_bytes()).map_err(anyhow::Error::msg)?;
+    assert_eq!(book.title.as_deref(), Some("Química básica"));
+    let headings: Vec<_> = book
+        .sections
+        .iter()
+        .map(|s| (s.heading_path.join(" > "), s.anchor.clone()))
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            ("Átomos".to_string(), Some("atomos".to_string())),
+            ("Enlaces".to_string(), Some("enlaces".to_string()))
+        ]
+    );
+    assert!(book.sections[1].paragraphs[0].contains("covalente"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_run_publishes_good_files_and_names_each_bad_one_with_its_reason() -> Result {
     let nats = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
@@ -254,13 +303,14 @@ async fn a_run_publishes_good_files_and_names_each_bad_one_with_its_reason() -> 
     write("broken.docx", b"PK\x03\x04 not a whole archive")?;
     let body = paragraph(Some("Ttulo1"), "Mitosis") + &paragraph(None, "Two daughter cells.");
     write("cells.docx", &docx_bytes("Cells", &body))?;
+    write("chemistry.epub", &epub_bytes())?;
 
     let options = IngestOptions {
         paths: vec![course.clone()],
         ..IngestOptions::default()
     };
     let summary = cauce_ingest::run(options, &js, &CancellationToken::new()).await?;
-    assert_eq!(summary.published, 2, "{summary}");
+    assert_eq!(summary.published, 3, "{summary}");
     let reasons = summary.skipped_by_reason();
     for reason in [
         SkipReason::Encrypted,

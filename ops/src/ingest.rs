@@ -1,4 +1,4 @@
-//! `cauce ingest PATH…`: read Markdown, text, HTML, PDF and DOCX files and bring the `DOCS` stream
+//! `cauce ingest PATH…`: read Markdown, text, HTML, PDF, DOCX and EPUB files and bring the `DOCS` stream
 //! up to date with them; prints a summary at the end. Ctrl-C or SIGTERM stops it
 //! between documents (what was published stays published; a rerun skips it as
 //! unchanged); a second signal exits at once.
@@ -14,7 +14,7 @@ use crate::cli::{LimitsArgs, NatsArgs};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Files and folders to ingest (Markdown, plain text, HTML, PDF, DOCX)
+    /// Files and folders to ingest (Markdown, plain text, HTML, PDF, DOCX, EPUB)
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Prefix of every document id [default: the folder's name]

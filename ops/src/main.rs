@@ -37,7 +37,7 @@ enum Command {
     /// Start the whole service: NATS (found or started), the bundled corpus, one
     /// retrieval worker, one inference worker and the gateway with the chat page.
     Up(up::UpArgs),
-    /// Read Markdown, text, HTML, PDF and DOCX files and publish them to the DOCS stream.
+    /// Read Markdown, text, HTML, PDF, DOCX and EPUB files and publish them to the DOCS stream.
     Ingest(ingest::IngestArgs),
     /// Run one retrieval worker: follow DOCS into a local index, answer questions.
     Retrieval(retrieval::RetrievalArgs),
