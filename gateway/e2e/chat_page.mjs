@@ -4,7 +4,8 @@
 //   ./ops/setup                         # chromium, and playwright-core in ./node_modules
 //   CAUCE_URL=http://127.0.0.1:8080 node gateway/e2e/chat_page.mjs [screenshot folder]
 //
-// On a desktop-sized and then a phone-sized page it types a question, waits for tokens
+// On a desktop-sized and then a phone-sized page it renders a fixed Markdown answer
+// with the page's own renderer (code block, citation link, no script), types a question, waits for tokens
 // to stream in and sources to appear as links, presses stop, reloads and checks that
 // the conversation is still there, and saves screenshots. Exits non-zero on the first
 // failed check.
@@ -41,6 +42,39 @@ async function session(context, name, viewport) {
   await page.evaluate(() => localStorage.clear());
   await page.reload();
   check(await page.locator("#question").isVisible(), `${name}: the question box is visible`);
+
+  // the page's own renderer on a fixed answer: Markdown becomes elements, a citation
+  // marker of a known source links to it, and HTML in the answer cannot run script
+  const fixed = await page.evaluate(() => {
+    const markdown = "Install it with **pip** [1].\n\n```python\nprint('hi [1]')\n```\n\n" +
+      "- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n" +
+      "<img src=x onerror=\"window.pwned = 1\"> See [7] and `[1]`.";
+    const sources = [{ number: 1, title: "Guide", location: "docs/guide.md#install" }];
+    const el = renderMarkdown(markdown, sources);
+    document.body.appendChild(el);
+    const img = el.querySelector("img");
+    const result = {
+      pre: el.querySelectorAll("pre").length,
+      code: (el.querySelector("pre code") || {}).textContent,
+      strong: (el.querySelector("strong") || {}).textContent,
+      cites: [...el.querySelectorAll("a.cite")].map(a => a.getAttribute("href")),
+      items: el.querySelectorAll("li").length,
+      cells: el.querySelectorAll("td").length,
+      handler: img ? img.getAttribute("onerror") : null,
+      text: el.textContent,
+    };
+    el.remove();
+    return result;
+  });
+  await page.waitForTimeout(200);
+  check(fixed.pre === 1 && fixed.code.includes("print('hi [1]')"), `${name}: a code block is a <pre>`);
+  check(fixed.strong === "pip" && fixed.items === 2 && fixed.cells === 2,
+    `${name}: bold, lists and tables render`);
+  check(fixed.cites.length === 1 && fixed.cites[0] === "docs/guide.md#install",
+    `${name}: the marker [1] links to source 1, not [7] nor code (${JSON.stringify(fixed.cites)})`);
+  check(fixed.handler === null && !(await page.evaluate(() => window.pwned)),
+    `${name}: HTML in an answer runs no script`);
+  check(fixed.text.includes("See [7]"), `${name}: an unknown marker stays text`);
 
   await page.fill("#question", question);
   await page.press("#question", "Enter");

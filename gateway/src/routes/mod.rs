@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
     let public = Router::new()
         .route("/", get(page::index))
+        .route("/assets/{name}", get(page::asset))
         .route("/docs/{*path}", get(docs::file))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
