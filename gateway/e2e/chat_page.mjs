@@ -56,6 +56,7 @@ async function session(context, name, viewport) {
     const result = {
       pre: el.querySelectorAll("pre").length,
       code: (el.querySelector("pre code") || {}).textContent,
+      highlighted: el.querySelectorAll("pre code [class^=hljs-]").length,
       strong: (el.querySelector("strong") || {}).textContent,
       cites: [...el.querySelectorAll("a.cite")].map(a => a.getAttribute("href")),
       items: el.querySelectorAll("li").length,
@@ -68,6 +69,7 @@ async function session(context, name, viewport) {
   });
   await page.waitForTimeout(200);
   check(fixed.pre === 1 && fixed.code.includes("print('hi [1]')"), `${name}: a code block is a <pre>`);
+  check(fixed.highlighted > 0, `${name}: the code block is highlighted`);
   check(fixed.strong === "pip" && fixed.items === 2 && fixed.cells === 2,
     `${name}: bold, lists and tables render`);
   check(fixed.cites.length === 1 && fixed.cites[0] === "docs/guide.md#install",

@@ -1,5 +1,5 @@
 //! `GET /`: the chat page, one HTML file with its CSS and JavaScript inline, and
-//! `GET /assets/{name}`: the two scripts it renders answers with (vendored, see
+//! `GET /assets/{name}`: the scripts and style it renders answers with (vendored, see
 //! `page/vendor/README.md`). All are built into the binary, so the page needs no CDN and
 //! no build step.
 
@@ -11,16 +11,31 @@ use crate::error::Error;
 
 const PAGE: &str = include_str!("../page/index.html");
 
-/// The vendored scripts: the name the page asks for (with the version, so a cached copy
-/// is never stale), and the file.
-const ASSETS: &[(&str, &str)] = &[
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The vendored files: the name the page asks for (with the version, so a cached copy
+/// is never stale), its content type, and the file.
+const ASSETS: &[(&str, &str, &str)] = &[
     (
         "marked-16.4.2.js",
+        JAVASCRIPT,
         include_str!("../page/vendor/marked.umd.js"),
     ),
     (
         "purify-3.5.0.js",
+        JAVASCRIPT,
         include_str!("../page/vendor/purify.min.js"),
+    ),
+    (
+        "highlight-11.12.0.js",
+        JAVASCRIPT,
+        include_str!("../page/vendor/highlight.min.js"),
+    ),
+    (
+        "highlight-github-11.12.0.css",
+        CSS,
+        include_str!("../page/vendor/highlight-github.min.css"),
     ),
 ];
 
@@ -36,16 +51,16 @@ pub async fn index() -> Response {
 }
 
 pub async fn asset(Path(name): Path<String>) -> Result<Response, Error> {
-    let (_, body) = ASSETS
+    let (_, content_type, body) = ASSETS
         .iter()
-        .find(|(asset, _)| *asset == name)
+        .find(|(asset, _, _)| *asset == name)
         .ok_or_else(|| Error::UnknownRoute {
             method: "GET".into(),
             path: format!("/assets/{name}"),
         })?;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, *content_type),
             (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
         ],
         *body,
@@ -63,7 +78,7 @@ mod tests {
     #[test]
     fn vendored_scripts_match_their_recorded_digests() {
         let readme = include_str!("../page/vendor/README.md");
-        for (name, body) in ASSETS {
+        for (name, _, body) in ASSETS {
             let digest: String = Sha256::digest(body.as_bytes())
                 .iter()
                 .map(|b| format!("{b:02x}"))
