@@ -97,7 +97,7 @@ async function session(context, name, viewport) {
     (than) => {
       const texts = document.querySelectorAll(".msg.assistant .text");
       const text = texts[texts.length - 1].textContent;
-      return text !== "…" && text.length > than;
+      return text !== "…" && text !== "Queued…" && text.length > than;
     },
     than,
     { timeout: 300_000 },
@@ -124,6 +124,39 @@ async function session(context, name, viewport) {
     `${name}: the sources are still there after a reload`);
   check(await page.locator(".msg.assistant .note").first().isVisible(),
     `${name}: the answer still says it was stopped after a reload`);
+  // conversations: a new chat starts empty, the first is listed by its question, comes
+  // back when opened, and can be renamed
+  await page.locator("#clear").click();
+  check((await page.locator("#log .msg").count()) === 0, `${name}: a new chat starts empty`);
+  const openChats = async () => {
+    if (await page.locator("#chats-toggle").isVisible()) await page.locator("#chats-toggle").click();
+  };
+  await openChats();
+  const listed = page.locator("#chat-list li:not(.current) .open").first();
+  check((await listed.textContent()) === question.slice(0, 60),
+    `${name}: the first conversation is listed by its question`);
+  await listed.click();
+  check((await page.locator(".msg.user .text").first().textContent()) === question,
+    `${name}: opening it brings it back`);
+  await openChats();
+  page.once("dialog", dialog => dialog.accept("Local index"));
+  await page.locator("#chat-list li.current .rename").click();
+  check((await page.locator("#chat-list li.current .open").textContent()) === "Local index",
+    `${name}: a conversation can be renamed`);
+  if (await page.locator("#chats-toggle").isVisible()) await page.locator("#chats-toggle").click();
+
+  if (name === "desktop") {
+    // regenerate replaces the last answer with a new one
+    await page.locator(".msg.assistant .regenerate").last().click();
+    await page.waitForSelector(".msg.assistant .sources a", { timeout: 300_000 });
+    check(await page.locator("#stop").isEnabled(), `${name}: regenerate asks again`);
+    await page.locator("#stop").click();
+    await page.waitForFunction(() => document.querySelector("#stop").disabled, null, { timeout: 30_000 });
+    const counts = await page.evaluate(() => [
+      document.querySelectorAll(".msg.user").length, document.querySelectorAll(".msg.assistant").length]);
+    check(counts[0] === 1 && counts[1] === 1, `${name}: the new answer replaces the old (${counts})`);
+  }
+
   const label = await page.locator(".msg.assistant .sources a").first().textContent();
   check(label === "Operations › The local index", `${name}: a source reads "${label}"`);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -131,6 +164,13 @@ async function session(context, name, viewport) {
   const path = join(screenshots, `chat_page_${name}.png`);
   await page.screenshot({ path });
   console.log("screenshot saved to", path);
+
+  await openChats();
+  page.once("dialog", dialog => dialog.accept());
+  await page.locator("#chat-list li.current .delete").click();
+  check((await page.locator("#log .msg").count()) === 0 &&
+    (await page.locator("#chat-list li .open").count()) === 1,
+    `${name}: deleting the only conversation leaves a new empty one`);
   await page.close();
 }
 

@@ -1,7 +1,10 @@
 //! The chat page in headless Chromium against `cauce up`: `gateway/e2e/chat_page.mjs`
-//! (playwright-core driving Debian's chromium) types a question, sees sources appear as
-//! links and tokens stream in, presses stop, reloads and finds the conversation still
-//! there, on a desktop-sized and a phone-sized page. The screenshots are left in
+//! (playwright-core driving Debian's chromium) renders a fixed Markdown answer with the
+//! page's own renderer (code block highlighted, citation linked, no script), types a
+//! question, sees sources appear as links and tokens stream in, presses stop, reloads
+//! and finds the conversation still there, starts a second conversation and comes back
+//! to the first, renames and deletes one, and regenerates an answer, on a desktop-sized
+//! and a phone-sized page. The screenshots are left in
 //! `target/test-artifacts/`.
 
 mod common;
