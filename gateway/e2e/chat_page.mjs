@@ -78,6 +78,26 @@ async function session(context, name, viewport) {
     `${name}: HTML in an answer runs no script`);
   check(fixed.text.includes("See [7]"), `${name}: an unknown marker stays text`);
 
+  // the same kind of answer in a conversation, for the screenshot
+  await page.evaluate(() => {
+    render({ role: "user", content: "How do I read a file line by line in Python?" });
+    render({
+      role: "assistant",
+      content: "Open it with `open()` and iterate over the file object [1]:\n\n" +
+        "```python\nwith open(\"notes.txt\", encoding=\"utf-8\") as f:\n    for line in f:\n" +
+        "        print(line.rstrip())\n```\n\n- `with` closes the file for you [2].\n" +
+        "- Each `line` keeps its newline; `rstrip()` drops it.",
+      sources: [
+        { number: 1, title: "Tutorial", heading_path: ["Tutorial", "Reading and Writing Files"],
+          location: "https://docs.python.org/3/tutorial/inputoutput.html#reading-and-writing-files" },
+        { number: 2, title: "Tutorial", heading_path: ["Tutorial", "Methods of File Objects"],
+          location: "https://docs.python.org/3/tutorial/inputoutput.html#methods-of-file-objects" },
+      ],
+    });
+  });
+  await page.screenshot({ path: join(screenshots, `chat_page_${name}_markdown.png`) });
+  await page.evaluate(() => document.getElementById("log").replaceChildren());
+
   await page.fill("#question", question);
   await page.press("#question", "Enter");
   check((await page.locator(".msg.user .text").last().textContent()) === question,
