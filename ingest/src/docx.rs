@@ -11,15 +11,12 @@
 //! - Passages keep their heading path, and their anchor is the heading's.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
 
 use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
 
 use crate::extract::{Extracted, Refusal, SectionBuilder, heading_anchor};
-
-/// Parts larger than this are refused: a DOCX's XML is a few MB even for a book.
-const MAX_PART_BYTES: u64 = 64 << 20;
+use crate::xml::{self, attr, part, resolve, text_of};
 
 /// The first bytes of an OLE compound file.
 const OLE_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
@@ -38,34 +35,19 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
     if raw.starts_with(&OLE_MAGIC) {
         return Err(Refusal::Encrypted);
     }
-    let mut zip = zip::ZipArchive::new(Cursor::new(raw))
-        .map_err(|err| Refusal::Corrupt(format!("not a zip archive: {err}")))?;
+    let mut zip = xml::archive(raw)?;
     let body = part(&mut zip, "word/document.xml")?
         .ok_or_else(|| Refusal::Corrupt("it has no word/document.xml".into()))?;
     let styles = match part(&mut zip, "word/styles.xml")? {
         Some(xml) => style_roles(&xml),
         None => HashMap::new(),
     };
-    let core_title = part(&mut zip, "docProps/core.xml")?.and_then(|xml| core_title(&xml));
+    let core_title = part(&mut zip, "docProps/core.xml")?.and_then(|xml| text_of(&xml, b"title"));
     let (sections, styled_title) = body_sections(&body, &styles)?;
     Ok(Extracted {
         title: core_title.or(styled_title),
         sections,
     })
-}
-
-/// The part `name` as text, `None` when the archive has no such part.
-fn part(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Option<String>, Refusal> {
-    let file = match zip.by_name(name) {
-        Ok(file) => file,
-        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(err) => return Err(Refusal::Corrupt(format!("{name}: {err}"))),
-    };
-    let mut text = String::new();
-    file.take(MAX_PART_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|err| Refusal::Corrupt(format!("{name}: {err}")))?;
-    Ok(Some(text))
 }
 
 /// Paragraph style id to what it makes: built-in names, outline levels, and what a
@@ -221,45 +203,6 @@ impl Paragraph {
             _ => builder.paragraph(&self.text),
         }
     }
-}
-
-/// A character or predefined entity reference in text (`&amp;`, `&#233;`).
-fn resolve(reference: &quick_xml::events::BytesRef<'_>) -> Option<char> {
-    if let Ok(Some(c)) = reference.resolve_char_ref() {
-        return Some(c);
-    }
-    let name = reference.decode().ok()?;
-    quick_xml::escape::resolve_predefined_entity(&name)?
-        .chars()
-        .next()
-}
-
-/// The value of the attribute whose local name is `name` (`w:val` by `val`).
-fn attr(element: &BytesStart<'_>, name: &[u8]) -> Option<String> {
-    element
-        .attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-}
-
-/// `dc:title` of `docProps/core.xml`, when it is not empty.
-fn core_title(xml: &str) -> Option<String> {
-    let mut reader = Reader::from_str(xml);
-    let mut in_title = false;
-    let mut title = String::new();
-    loop {
-        match reader.read_event().ok()? {
-            Event::Start(e) if e.local_name().as_ref() == b"title" => in_title = true,
-            Event::End(e) if e.local_name().as_ref() == b"title" => break,
-            Event::Text(t) if in_title => title.push_str(&t.decode().ok()?),
-            Event::GeneralRef(r) if in_title => title.extend(resolve(&r)),
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!title.is_empty()).then_some(title)
 }
 
 #[cfg(test)]

@@ -4,30 +4,24 @@
 //! do for a web page. The title is the package's `dc:title`.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
 
 use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
 
 use crate::extract::{Extracted, Refusal};
 use crate::html;
-
-/// Parts larger than this are refused: a chapter is rarely over a megabyte.
-const MAX_PART_BYTES: u64 = 64 << 20;
-
-type Archive<'a> = zip::ZipArchive<Cursor<&'a [u8]>>;
+use crate::xml::{self, Archive, attr, text_of};
 
 /// Reads one EPUB file.
 pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(raw))
-        .map_err(|err| Refusal::Corrupt(format!("not a zip archive: {err}")))?;
+    let mut zip = xml::archive(raw)?;
     if zip.by_name("META-INF/encryption.xml").is_ok() {
         return Err(Refusal::Encrypted);
     }
-    let container = part(&mut zip, "META-INF/container.xml")?;
+    let container = required(&mut zip, "META-INF/container.xml")?;
     let package_path = first_attr(&container, b"rootfile", b"full-path")
         .ok_or_else(|| Refusal::Corrupt("META-INF/container.xml names no package".into()))?;
-    let package = part(&mut zip, &package_path)?;
+    let package = required(&mut zip, &package_path)?;
     let base = package_path.rsplit_once('/').map_or("", |(dir, _)| dir);
     let mut sections = Vec::new();
     for chapter in spine(&package) {
@@ -36,7 +30,7 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
         } else {
             format!("{base}/{chapter}")
         };
-        let xhtml = part(&mut zip, &path)?;
+        let xhtml = required(&mut zip, &percent_decoded(&path))?;
         sections.extend(html::extract(&xhtml).sections);
     }
     Ok(Extracted {
@@ -45,17 +39,9 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
     })
 }
 
-/// The part `name` as text; a missing part makes the book corrupt.
-fn part(zip: &mut Archive<'_>, name: &str) -> Result<String, Refusal> {
-    let name = percent_decoded(name);
-    let file = zip
-        .by_name(&name)
-        .map_err(|err| Refusal::Corrupt(format!("{name}: {err}")))?;
-    let mut text = String::new();
-    file.take(MAX_PART_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|err| Refusal::Corrupt(format!("{name}: {err}")))?;
-    Ok(text)
+/// The part `name` as text; a book without it is corrupt.
+fn required(zip: &mut Archive<'_>, name: &str) -> Result<String, Refusal> {
+    xml::part(zip, name)?.ok_or_else(|| Refusal::Corrupt(format!("it has no {name}")))
 }
 
 /// The spine's chapters, in reading order, as paths relative to the package file.
@@ -96,36 +82,6 @@ fn first_attr(xml: &str, element: &[u8], name: &[u8]) -> Option<String> {
             _ => {}
         }
     }
-}
-
-/// The text of the first element whose local name is `element`, when not empty.
-fn text_of(xml: &str, element: &[u8]) -> Option<String> {
-    let mut reader = Reader::from_str(xml);
-    let mut inside = false;
-    let mut text = String::new();
-    loop {
-        match reader.read_event().ok()? {
-            Event::Start(e) if e.local_name().as_ref() == element => inside = true,
-            Event::End(e) if e.local_name().as_ref() == element => break,
-            Event::Text(t) if inside => text.push_str(&t.decode().ok()?),
-            Event::GeneralRef(r) if inside => {
-                let name = r.decode().ok()?;
-                text.push_str(quick_xml::escape::resolve_predefined_entity(&name).unwrap_or(""));
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!text.is_empty()).then_some(text)
-}
-
-fn attr(element: &BytesStart<'_>, name: &[u8]) -> Option<String> {
-    element
-        .attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
 /// `%20` and the like in a manifest's `href`, as the zip names the file.

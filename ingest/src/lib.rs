@@ -30,6 +30,7 @@ mod progress;
 mod publish;
 pub mod source;
 mod summary;
+mod xml;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

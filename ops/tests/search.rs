@@ -23,24 +23,39 @@ async fn search(http: &reqwest::Client, port: u16, body: Value) -> (u16, Value) 
     (status, response.json().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn search_returns_ranked_sources_without_a_model() {
+/// A test server with cauce's streams.
+async fn nats() -> NatsServer {
     let server = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
-    let url = server.url();
     cauce_nats::apply(&jetstream::new(server.client().await), &Limits::default())
         .await
         .unwrap();
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../retrieval/tests/fixtures");
-    let ingested = procs::cauce(&url, &["ingest", "--id-prefix", "fx"])
-        .arg(&fixtures)
-        .status()
-        .unwrap();
+    server
+}
+
+fn ingest(url: &str, flags: &[&str], path: &std::path::Path) {
+    let mut args = vec!["ingest"];
+    args.extend(flags);
+    let ingested = procs::cauce(url, &args).arg(path).status().unwrap();
     assert!(ingested.success());
+}
+
+/// A gateway without rate limit, healthy, with its HTTP client and port.
+async fn gateway(url: &str, name: &str) -> (reqwest::Client, u16, procs::Proc) {
     let http = reqwest::Client::new();
     let port = free_port();
-    let _gateway = procs::gateway(&url, "gw-search", port, &["--rate-limit", "0"]);
+    let gateway = procs::gateway(url, name, port, &["--rate-limit", "0"]);
     wait_healthy(&http, port).await;
+    (http, port, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_returns_ranked_sources_without_a_model() {
+    let server = nats().await;
+    let url = server.url();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../retrieval/tests/fixtures");
+    ingest(&url, &["--id-prefix", "fx"], &fixtures);
+    let (http, port, _gateway) = gateway(&url, "gw-search").await;
 
     // no retrieval worker yet: a clear 503, not a hang
     let (status, body) = search(&http, port, json!({"query": "pelican retention"})).await;
@@ -123,11 +138,8 @@ async fn search_returns_ranked_sources_without_a_model() {
 /// name none); the same folder in two collections is two sets of documents.
 #[tokio::test(flavor = "multi_thread")]
 async fn collections_limit_the_documents_a_search_uses() {
-    let server = NatsServer::start().unwrap_or_else(|err| panic!("{err}"));
+    let server = nats().await;
     let url = server.url();
-    cauce_nats::apply(&jetstream::new(server.client().await), &Limits::default())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (course, collection, text) in [
         (
@@ -140,16 +152,9 @@ async fn collections_limit_the_documents_a_search_uses() {
         let notes = dir.path().join(course).join("notes");
         std::fs::create_dir_all(&notes).unwrap();
         std::fs::write(notes.join("osmosis.md"), format!("# Osmosis\n\n{text}\n")).unwrap();
-        let ingested = procs::cauce(&url, &["ingest", "--collection", collection])
-            .arg(&notes)
-            .status()
-            .unwrap();
-        assert!(ingested.success());
+        ingest(&url, &["--collection", collection], &notes);
     }
-    let http = reqwest::Client::new();
-    let port = free_port();
-    let _gateway = procs::gateway(&url, "gw-collections", port, &["--rate-limit", "0"]);
-    wait_healthy(&http, port).await;
+    let (http, port, _gateway) = gateway(&url, "gw-collections").await;
     let home = tempfile::tempdir().unwrap();
     let _retrieval = procs::retrieval(&url, home.path(), &[]);
 
