@@ -34,8 +34,9 @@ pub(crate) enum Outcome {
     Refused(Refusal),
 }
 
-/// Reads, extracts, chunks and encodes one file.
+/// Reads, extracts, chunks and encodes one file. What a reader logs names the file.
 pub(crate) fn prepare(file: SourceFile, collection: Collection, options: ChunkOptions) -> Prepared {
+    let _file = tracing::info_span!("file", path = %file.path.display()).entered();
     let raw = match std::fs::read(&file.path) {
         Ok(raw) => raw,
         Err(err) => {
@@ -124,7 +125,7 @@ pub(crate) fn content_version(
     passages: &[DocPassage],
 ) -> String {
     let mut canonical = json!({ "title": title, "location": location, "passages": passages });
-    if collection.as_str() != Collection::DEFAULT {
+    if !collection.is_default() {
         canonical["collection"] = json!(collection);
     }
     let digest = Sha256::digest(canonical.to_string().as_bytes());

@@ -104,8 +104,7 @@ pub async fn run(
     let started = Instant::now();
     let roots = options.paths.clone();
     let id_prefix = options.id_prefix.clone();
-    let scope = (options.collection.as_str() != Collection::DEFAULT)
-        .then(|| options.collection.to_string());
+    let scope = (!options.collection.is_default()).then(|| options.collection.to_string());
     let location_base = options.location_base.clone();
     let excludes = exclude::Excludes::new(&options.exclude, options.default_excludes)?;
     let discovered = tokio::task::spawn_blocking(move || {

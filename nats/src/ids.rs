@@ -146,6 +146,11 @@ id_type!(
 impl Collection {
     /// The collection of a document ingested without one.
     pub const DEFAULT: &'static str = "default";
+
+    /// Whether this is the collection of documents ingested without one.
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
 }
 
 impl Default for Collection {

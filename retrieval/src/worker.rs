@@ -62,7 +62,7 @@ pub struct WorkerConfig {
     pub cache: bool,
     /// How long an identical request waits for the answer another one is generating.
     pub cache_wait: Duration,
-    /// Hybrid ranking (experimental): BM25's candidates re-scored with dense vectors.
+    /// Hybrid ranking: BM25's candidates re-scored with dense vectors (`None`: BM25 alone).
     pub hybrid: Option<HybridConfig>,
 }
 
