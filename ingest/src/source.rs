@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use cauce_nats::DocId;
-use sha2::{Digest, Sha256};
+use cauce_nats::ids::slug;
 use walkdir::WalkDir;
 
 use crate::error::{Error, Result};
@@ -260,58 +260,9 @@ fn make_id(prefix: Option<&str>, name: &str, path: &Path) -> Result<DocId> {
     })
 }
 
-/// Lowercase `[a-z0-9_-]`; path separators, dots and spaces become `-`.
-pub(crate) fn slug(text: &str) -> String {
-    const KEEP: usize = 180;
-    let mut out = String::with_capacity(text.len());
-    let mut lossy = false;
-    for c in text.chars() {
-        let mapped = match c {
-            'a'..='z' | '0'..='9' | '_' => c,
-            'A'..='Z' => c.to_ascii_lowercase(),
-            '/' | '\\' | '.' | ' ' | '-' => '-',
-            _ => {
-                lossy = true;
-                '-'
-            }
-        };
-        if mapped == '-' && (out.is_empty() || out.ends_with('-')) {
-            continue;
-        }
-        out.push(mapped);
-    }
-    while out.ends_with('-') {
-        out.pop();
-    }
-    if out.len() > KEEP {
-        out.truncate(KEEP);
-        lossy = true;
-    }
-    if lossy || out.is_empty() {
-        let hash = Sha256::digest(text.as_bytes());
-        let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(&short);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slugs_are_subject_safe_and_stable() {
-        assert_eq!(slug("docs/Scaling Out.md"), "docs-scaling-out-md");
-        assert_eq!(slug("guide/./api"), "guide-api");
-        let accented = slug("docs/configuración");
-        assert!(accented.starts_with("docs-configuraci-n-"), "{accented}");
-        assert_ne!(slug("docs/añb"), slug("docs/aéb"));
-        assert!(DocId::parse(slug(&"x/".repeat(400))).is_ok());
-        assert!(DocId::parse(slug("***")).is_ok());
-    }
 
     #[test]
     fn formats_come_from_the_extension() {

@@ -61,6 +61,8 @@ pub struct Limits {
     pub results: Retention,
     pub cache: Retention,
     pub cancels: Retention,
+    /// The uploaded files' object store.
+    pub uploads: Retention,
     /// How long a retrieval worker may hold a question before it is redelivered.
     pub retrieval_ack_wait: Duration,
     /// How long an inference worker may go without an (in-progress) ack before its job is
@@ -100,6 +102,10 @@ impl Default for Limits {
             cancels: Retention {
                 max_age: Duration::from_secs(3600),
                 max_bytes: 64 * MIB,
+            },
+            uploads: Retention {
+                max_age: Duration::ZERO,
+                max_bytes: 2 * GIB,
             },
             // short, so that a job whose worker died goes on elsewhere within about a
             // second: a live worker acks its progress four times as often, and one
@@ -141,16 +147,24 @@ pub enum Need {
     Results,
     Cache,
     Cancels,
+    Uploads,
+    IngestConsumer,
+    UploadFiles,
+    Documents,
 }
 
 impl Need {
     /// The gateway publishes questions, reads results and the `PROMPTS` backlog, cancels.
+    /// It also stores uploaded files, their records, and queues their jobs.
     pub const GATEWAY: &'static [Need] = &[
         Need::Questions,
         Need::Prompts,
         Need::Results,
         Need::Cache,
         Need::Cancels,
+        Need::Uploads,
+        Need::UploadFiles,
+        Need::Documents,
     ];
     /// A retrieval worker consumes questions, follows `DOCS`, publishes prompt jobs, and
     /// turns dead letters into failures.
@@ -170,6 +184,15 @@ impl Need {
         &[Need::Prompts, Need::Results, Need::Cache, Need::Cancels];
     /// An ingest run publishes documents, nothing else.
     pub const INGEST: &'static [Need] = &[Need::Docs];
+    /// An ingest worker (`--follow`) also pulls upload jobs, reads the uploaded files
+    /// and writes their records.
+    pub const INGEST_FOLLOW: &'static [Need] = &[
+        Need::Docs,
+        Need::Uploads,
+        Need::IngestConsumer,
+        Need::UploadFiles,
+        Need::Documents,
+    ];
     /// `cauce cache` reads and clears the response cache.
     pub const CACHE: &'static [Need] = &[Need::Cache];
 }
@@ -181,11 +204,15 @@ pub async fn apply(js: &jetstream::Context, limits: &Limits) -> Result<Vec<Ensur
     report.push(ensure_stream(js, questions_stream(limits)).await?);
     report.push(ensure_stream(js, prompts_stream(limits)).await?);
     report.push(ensure_stream(js, docs_stream(limits)).await?);
+    report.push(ensure_stream(js, uploads_stream(limits)).await?);
+    report.push(ensure_consumer(js, names::UPLOADS, ingest_consumer()).await?);
+    report.push(ensure_stream(js, upload_files_stream(limits)).await?);
     report.push(ensure_consumer(js, names::QUESTIONS, retrieval_consumer(limits)).await?);
     for (bucket, retention) in [
         (names::RESULTS_BUCKET, limits.results),
         (names::CACHE_BUCKET, limits.cache),
         (names::CANCELS_BUCKET, limits.cancels),
+        (names::DOCUMENTS_BUCKET, DOCUMENTS_RETENTION),
     ] {
         report.push(ensure_bucket(js, bucket, retention, limits.replicas).await?);
     }
@@ -216,6 +243,10 @@ pub async fn check(js: &jetstream::Context, needs: &[Need]) -> Result<Limits> {
             Need::Results => check_bucket(js, names::RESULTS_BUCKET).await?,
             Need::Cache => check_bucket(js, names::CACHE_BUCKET).await?,
             Need::Cancels => check_bucket(js, names::CANCELS_BUCKET).await?,
+            Need::Uploads => check_stream(js, uploads_stream(&shape)).await?,
+            Need::IngestConsumer => check_consumer(js, names::UPLOADS, ingest_consumer()).await?,
+            Need::UploadFiles => check_stream(js, upload_files_stream(&shape)).await?,
+            Need::Documents => check_bucket(js, names::DOCUMENTS_BUCKET).await?,
         }
     }
     read(js).await
@@ -237,6 +268,10 @@ pub async fn read(js: &jetstream::Context) -> Result<Limits> {
     }
     if let Some(config) = stream_config(js, names::DOCS).await? {
         limits.docs = retention_of(&config);
+    }
+    let files = names::object_stream(names::UPLOADS_BUCKET);
+    if let Some(config) = stream_config(js, &files).await? {
+        limits.uploads = retention_of(&config);
     }
     for (bucket, retention) in [
         (names::RESULTS_BUCKET, &mut limits.results),
@@ -397,6 +432,41 @@ fn docs_stream(limits: &Limits) -> stream::Config {
     }
 }
 
+/// Upload jobs are small and done within minutes; a week covers a stopped ingest.
+fn uploads_stream(limits: &Limits) -> stream::Config {
+    stream::Config {
+        name: names::UPLOADS.into(),
+        description: Some("upload jobs: convert an uploaded file, or delete it".into()),
+        subjects: vec![names::UPLOADS_SUBJECTS.into()],
+        max_age: 7 * DAY,
+        max_bytes: 64 * MIB,
+        discard: DiscardPolicy::New,
+        ..log_stream(limits)
+    }
+}
+
+/// The stream an object store is made of, as `create_object_store` makes it.
+fn upload_files_stream(limits: &Limits) -> stream::Config {
+    let bucket = names::UPLOADS_BUCKET;
+    stream::Config {
+        name: names::object_stream(bucket),
+        description: Some("uploaded files, one object per document".into()),
+        subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+        max_age: limits.uploads.max_age,
+        max_bytes: limits.uploads.max_bytes,
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        allow_direct: true,
+        ..log_stream(limits)
+    }
+}
+
+/// The records of uploaded documents: small, kept as long as their documents.
+const DOCUMENTS_RETENTION: Retention = Retention {
+    max_age: Duration::ZERO,
+    max_bytes: 64 * MIB,
+};
+
 /// Dead-letter advisories live as long as the questions they point at: past that,
 /// there is nothing left to replay.
 fn dead_stream(limits: &Limits) -> stream::Config {
@@ -442,6 +512,27 @@ fn inference_consumer(model: &ModelName, limits: &Limits) -> consumer::pull::Con
         ..work_queue_consumer(limits)
     }
 }
+
+/// The ingest workers' shared consumer of upload jobs: a conversion may take a while
+/// (a long PDF), so the ack wait is long and a live worker acks its progress.
+fn ingest_consumer() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names::INGEST_CONSUMER.into()),
+        description: Some("ingest workers: uploaded files into DOCS".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: INGEST_ACK_WAIT,
+        max_deliver: INGEST_MAX_DELIVERIES,
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// How long an ingest worker may go without acking its job's progress.
+pub const INGEST_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries of one upload job before the ingest worker that holds the last one
+/// records the upload as failed.
+pub const INGEST_MAX_DELIVERIES: i64 = 5;
 
 /// The gateways' shared reader of dead letters: new ones only (older ones were either
 /// handled or belong to requests long over), a handful of retries.

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::IdError;
 
@@ -186,6 +187,44 @@ impl GatewayId {
     }
 }
 
+/// Lowercase `[a-z0-9_-]`; path separators, dots and spaces become `-`.
+pub fn slug(text: &str) -> String {
+    const KEEP: usize = 180;
+    let mut out = String::with_capacity(text.len());
+    let mut lossy = false;
+    for c in text.chars() {
+        let mapped = match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            '/' | '\\' | '.' | ' ' | '-' => '-',
+            _ => {
+                lossy = true;
+                '-'
+            }
+        };
+        if mapped == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(mapped);
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.len() > KEEP {
+        out.truncate(KEEP);
+        lossy = true;
+    }
+    if lossy || out.is_empty() {
+        let hash = Sha256::digest(text.as_bytes());
+        let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&short);
+    }
+    out
+}
+
 fn random_alphanumeric(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
@@ -197,6 +236,17 @@ fn random_alphanumeric(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs_are_subject_safe_and_stable() {
+        assert_eq!(slug("docs/Scaling Out.md"), "docs-scaling-out-md");
+        assert_eq!(slug("guide/./api"), "guide-api");
+        let accented = slug("docs/configuración");
+        assert!(accented.starts_with("docs-configuraci-n-"), "{accented}");
+        assert_ne!(slug("docs/añb"), slug("docs/aéb"));
+        assert!(DocId::parse(slug(&"x/".repeat(400))).is_ok());
+        assert!(DocId::parse(slug("***")).is_ok());
+    }
 
     const SUBJECT_BREAKERS: [&str; 9] = ["a.b", "a*", ">", "a b", "a\tb", "a\nb", "", "a/b", "é"];
 

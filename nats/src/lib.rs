@@ -27,6 +27,7 @@ pub mod search;
 pub mod server;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod uploads;
 pub mod wire;
 
 pub use async_nats;

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 /// Key of the metrics snapshot in a worker's stats data.
 pub const STATS_KEY: &str = "metrics";
 
+/// Gauge of a retrieval worker: the last `DOCS` sequence its index applied and can
+/// search. The gateway reads it to tell an uploaded document `indexed`.
+pub const RETRIEVAL_DOCS_SEQUENCE: &str = "cauce_retrieval_index_docs_sequence";
+
 /// Bucket bounds, in seconds, of latency histograms.
 pub const SECONDS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,

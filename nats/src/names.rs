@@ -27,6 +27,28 @@ pub const DOCS_SUBJECTS: &str = "cauce.docs.>";
 /// Prefix of document subjects, for recovering a [`DocId`] from a subject.
 pub const DOCS_SUBJECT_PREFIX: &str = "cauce.docs.";
 
+/// Stream of upload jobs for the ingest workers: convert an uploaded file, or delete
+/// an uploaded document.
+pub const UPLOADS: &str = "UPLOADS";
+/// Wildcard covering every upload job's subject.
+pub const UPLOADS_SUBJECTS: &str = "cauce.uploads.>";
+/// Durable pull consumer of [`UPLOADS`] shared by all ingest workers.
+pub const INGEST_CONSUMER: &str = "ingest";
+/// Object store bucket of uploaded files, one object per document id.
+pub const UPLOADS_BUCKET: &str = "cauce-uploads";
+/// Key-value bucket of uploaded documents' records, one key per document id.
+pub const DOCUMENTS_BUCKET: &str = "cauce-documents";
+
+/// Subject of one document's upload jobs.
+pub fn upload_subject(doc: &DocId) -> String {
+    format!("cauce.uploads.{doc}")
+}
+
+/// The JetStream stream behind an object store bucket.
+pub fn object_stream(bucket: &str) -> String {
+    format!("OBJ_{bucket}")
+}
+
 /// Stream of dead letters: JetStream's advisories for questions and prompt jobs that
 /// exhausted their deliveries or that a worker terminated. The advisory names the
 /// stream sequence of the original message, which stays in its stream for replay.

@@ -19,7 +19,9 @@
 //! - an **inference** worker consumes its model's prompt jobs (creating its model's
 //!   consumer on first start), publishes events, listens for cancels, reads and writes
 //!   results and the cache (answers and its model's card), and reads cancels;
-//! - an **ingest** run reads and writes `DOCS`, nothing else;
+//! - an **ingest** run reads and writes `DOCS`; an ingest worker (`--follow`) also
+//!   consumes upload jobs, reads and deletes uploaded files, and writes their records;
+//!   the gateway stores those files and records and queues their jobs;
 //! - the **operator** (`cauce up`, `nats apply`, `replay`, `status`, `cache`, `bench`)
 //!   does what every other role does, plus the JetStream API as a whole: only it can
 //!   create, change or delete a stream or consumer, and read `DEAD`; it also receives
@@ -140,6 +142,9 @@ fn common(role: Role) -> Permissions {
         names::bucket_stream(names::RESULTS_BUCKET),
         names::bucket_stream(names::CACHE_BUCKET),
         names::bucket_stream(names::CANCELS_BUCKET),
+        names::UPLOADS.to_string(),
+        names::object_stream(names::UPLOADS_BUCKET),
+        names::bucket_stream(names::DOCUMENTS_BUCKET),
     ];
     Permissions::default()
         .publish([api("INFO")])
@@ -164,6 +169,10 @@ fn gateway() -> Permissions {
         .and(bucket_write(names::CANCELS_BUCKET))
         .and(bucket_read(names::CACHE_BUCKET))
         .and(service(WorkerKind::Gateway))
+        .publish([names::UPLOADS_SUBJECTS.to_string()])
+        .and(upload_files())
+        .and(bucket_read(names::DOCUMENTS_BUCKET))
+        .and(bucket_write(names::DOCUMENTS_BUCKET))
 }
 
 fn retrieval() -> Permissions {
@@ -204,6 +213,23 @@ fn ingest() -> Permissions {
     Permissions::default()
         .publish([names::DOCS_SUBJECTS.to_string()])
         .and(stream_read(names::DOCS))
+        .and(consume(names::UPLOADS, names::INGEST_CONSUMER))
+        .and(upload_files())
+        .and(bucket_read(names::DOCUMENTS_BUCKET))
+        .and(bucket_write(names::DOCUMENTS_BUCKET))
+}
+
+/// Reading, writing and deleting uploaded files: an object's chunks and metadata, and
+/// purging the chunks of the object it replaces or deletes (this one stream only).
+fn upload_files() -> Permissions {
+    let bucket = names::UPLOADS_BUCKET;
+    let stream = names::object_stream(bucket);
+    Permissions::default()
+        .publish([
+            format!("$O.{bucket}.>"),
+            api(&format!("STREAM.PURGE.{stream}")),
+        ])
+        .and(stream_read(&stream))
 }
 
 /// Every other role's rights, the whole JetStream API, the service API of every kind,
@@ -366,11 +392,17 @@ mod tests {
         ] {
             let permissions = of(role);
             for subject in &permissions.publish {
+                // replacing or deleting an uploaded file purges its old chunks
+                let purges_files = subject
+                    == &api(&format!(
+                        "STREAM.PURGE.{}",
+                        names::object_stream(names::UPLOADS_BUCKET)
+                    ));
                 assert!(
                     !subject.contains("STREAM.CREATE")
                         && !subject.contains("STREAM.UPDATE")
                         && !subject.contains("STREAM.DELETE")
-                        && !subject.contains("STREAM.PURGE")
+                        && (!subject.contains("STREAM.PURGE") || purges_files)
                         && subject != "$JS.API.>"
                         && subject != ">",
                     "{role:?} may publish {subject}"
@@ -409,7 +441,13 @@ mod tests {
                 .any(|s| s.starts_with("cauce.docs"))
         );
         let ingest = of(Role::Ingest);
-        assert!(!ingest.publish.iter().any(|s| s.starts_with("$KV.")));
+        assert!(
+            ingest
+                .publish
+                .iter()
+                .filter(|s| s.starts_with("$KV."))
+                .all(|s| s == "$KV.cauce-documents.>")
+        );
         assert!(
             of(Role::Operator)
                 .publish

@@ -33,10 +33,14 @@ async fn apply_twice_changes_nothing() -> Result {
             "stream QUESTIONS",
             "stream PROMPTS",
             "stream DOCS",
+            "stream UPLOADS",
+            "consumer UPLOADS/ingest",
+            "stream OBJ_cauce-uploads",
             "consumer QUESTIONS/retrieval",
             "bucket cauce-results",
             "bucket cauce-cache",
             "bucket cauce-cancels",
+            "bucket cauce-documents",
             "stream DEAD",
             "consumer DEAD/notify",
         ]
@@ -85,6 +89,7 @@ async fn check_changes_nothing_and_reads_what_apply_set() -> Result {
         Need::RETRIEVAL,
         Need::INFERENCE,
         Need::INGEST,
+        Need::INGEST_FOLLOW,
         Need::CACHE,
     ] {
         assert_eq!(check(&js, needs).await?, custom);
@@ -177,10 +182,11 @@ async fn conflicting_stream_is_reported_by_object_and_field() -> Result {
 #[tokio::test]
 async fn a_store_too_small_for_the_bounds_is_reported_with_the_remedy() -> Result {
     const GIB: u64 = 1 << 30;
-    // QUESTIONS and PROMPTS reserve 1 GiB each, DOCS 4 GiB, then the results bucket 1 GiB
+    // QUESTIONS and PROMPTS reserve 1 GiB each, DOCS 4 GiB, UPLOADS 64 MiB, the uploaded
+    // files 2 GiB, then the results bucket 1 GiB
     for (limit, object) in [
         (3 * GIB, "stream DOCS"),
-        (13 * GIB / 2, "bucket cauce-results"),
+        (17 * GIB / 2, "bucket cauce-results"),
     ] {
         let nats = NatsServer::start_with_store_limit(limit).unwrap_or_else(|err| panic!("{err}"));
         let js = jetstream::new(nats.client().await);

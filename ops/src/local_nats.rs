@@ -13,8 +13,8 @@ use tracing::info;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// JetStream's file store limit of the server `cauce up` starts, as in
 /// `ops/nats/single.conf`: room for the default bounds of every stream and bucket
-/// (about 7.3 GiB), whatever the disk space free when it starts.
-const MAX_FILE_STORE: u64 = 10 << 30;
+/// (about 9.6 GiB), whatever the disk space free when it starts.
+const MAX_FILE_STORE: u64 = 16 << 30;
 
 /// The pid of the nats-server this process started, 0 when none: an exit at once (a
 /// second Ctrl-C) skips destructors, and must still not leave the server behind.

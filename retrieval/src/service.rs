@@ -72,7 +72,7 @@ impl StatsSource {
             )
             .gauge("cauce_retrieval_follower_lag_records", follow.lag as f64)
             .gauge(
-                "cauce_retrieval_index_docs_sequence",
+                cauce_nats::metrics::RETRIEVAL_DOCS_SEQUENCE,
                 follow.docs_seq as f64,
             )
             .histogram("cauce_retrieval_search_time_seconds", &stats.latency);

@@ -15,6 +15,7 @@ mod model;
 mod prompt;
 mod result;
 mod search;
+mod upload;
 
 pub use cache::{CacheEntry, CacheValue, cache_key};
 pub use chat::{
@@ -26,6 +27,7 @@ pub use model::ModelCard;
 pub use prompt::{PASSAGE_RESERVE_BYTES, Passage, PromptJob, Source};
 pub use result::{ResultStatus, StoredError, StoredResult};
 pub use search::{SearchHit, SearchRequest, SearchResponse};
+pub use upload::{UploadJob, UploadRecord, UploadState};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;

@@ -1,0 +1,385 @@
+//! Uploaded documents, from the gateway to the ingest workers and back.
+//!
+//! - The gateway stores the raw file in the object store [`names::UPLOADS_BUCKET`]
+//!   (object name = document id), writes the document's [`UploadRecord`] in
+//!   [`names::DOCUMENTS_BUCKET`] as `queued`, and publishes an [`UploadJob`] on
+//!   [`names::UPLOADS`]. A delete marks the record `deleting` and queues a delete job.
+//! - An ingest worker (`cauce ingest --follow`) pulls the job from the shared consumer
+//!   [`names::INGEST_CONSUMER`], converts the file with the same readers as a folder
+//!   ingest, publishes it to `DOCS` and records `converted` with the `DOCS` sequence (or
+//!   `failed` with the reason). Every write of an ingest worker is a compare-and-set on
+//!   the revision it read, so a job made stale by a newer upload or a delete changes
+//!   nothing.
+//! - The gateway reports `indexed` once every retrieval worker has applied that
+//!   sequence ([`is_indexed`]).
+//!
+//! The file stays in the object store, served by the gateway at [`content_location`],
+//! which is the location of the document's sources (a PDF's `#page=N` opens there).
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::object_store::{self, ObjectStore};
+use async_nats::jetstream::{self};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::io::AsyncReadExt;
+
+use crate::error::{Error, Result};
+use crate::ids::{Collection, DocId, slug};
+use crate::names;
+use crate::wire::{self, UploadJob, UploadRecord, UploadState};
+
+/// How long a publish of a job may wait for JetStream's ack.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The file types an upload may have: extension, content type served back.
+pub const TYPES: &[(&str, &str)] = &[
+    ("pdf", "application/pdf"),
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
+    ("epub", "application/epub+zip"),
+    ("md", "text/markdown; charset=utf-8"),
+    ("markdown", "text/markdown; charset=utf-8"),
+    ("txt", "text/plain; charset=utf-8"),
+    ("html", "text/html; charset=utf-8"),
+    ("htm", "text/html; charset=utf-8"),
+];
+
+/// The content type of an accepted file name, by its extension.
+pub fn content_type(file_name: &str) -> Option<&'static str> {
+    let (_, ext) = file_name.rsplit_once('.')?;
+    let ext = ext.to_ascii_lowercase();
+    TYPES.iter().find(|(e, _)| *e == ext).map(|(_, t)| *t)
+}
+
+/// Why `bytes` are not what the name `file_name` says (a `.pdf` that is no PDF), if so.
+pub fn mismatch(file_name: &str, bytes: &[u8]) -> Option<String> {
+    let ext = file_name.rsplit_once('.')?.1.to_ascii_lowercase();
+    let head = &bytes[..bytes.len().min(1024)];
+    let ok = match ext.as_str() {
+        "pdf" => head.windows(5).any(|w| w == b"%PDF-"),
+        "docx" | "epub" => bytes.starts_with(b"PK\x03\x04"),
+        _ => !head.contains(&0),
+    };
+    (!ok).then(|| match ext.as_str() {
+        "pdf" => format!("{file_name} is named .pdf but is not a PDF (no %PDF- header)"),
+        "docx" | "epub" => format!("{file_name} is named .{ext} but is not a zip archive"),
+        _ => format!("{file_name} is named .{ext} but holds binary data, not text"),
+    })
+}
+
+/// The id of an uploaded file: `up-<file name>` slugged, after `<collection>-` outside
+/// the default collection. Uploading the same name again replaces the document.
+pub fn document_id(collection: &Collection, file_name: &str) -> DocId {
+    let scoped = if collection.is_default() {
+        format!("up-{file_name}")
+    } else {
+        format!("{collection}-up-{file_name}")
+    };
+    DocId::parse(slug(&scoped)).expect("a slug is a valid document id")
+}
+
+/// Where the gateway serves an uploaded document's original file: the location of its
+/// sources.
+pub fn content_location(id: &DocId) -> String {
+    format!("/v1/documents/{id}/content")
+}
+
+/// Whether every retrieval worker (their applied `DOCS` sequences) can search `record`.
+pub fn is_indexed(record: &UploadRecord, applied: &[u64]) -> bool {
+    match (record.state, record.docs_seq) {
+        (UploadState::Converted, Some(seq)) => {
+            !applied.is_empty() && applied.iter().all(|&at| at >= seq)
+        }
+        _ => false,
+    }
+}
+
+/// A file to upload.
+pub struct NewUpload {
+    pub collection: Collection,
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+/// A record as stored, with the revision a compare-and-set writes against.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub record: UploadRecord,
+    pub revision: u64,
+}
+
+/// The handles both sides use.
+#[derive(Clone)]
+pub struct Uploads {
+    js: jetstream::Context,
+    files: ObjectStore,
+    records: kv::Store,
+}
+
+impl Uploads {
+    pub async fn open(js: &jetstream::Context) -> Result<Self> {
+        let files = js
+            .get_object_store(names::UPLOADS_BUCKET)
+            .await
+            .map_err(|e| {
+                Error::jetstream("open", format!("object store {}", names::UPLOADS_BUCKET), e)
+            })?;
+        let records = js
+            .get_key_value(names::DOCUMENTS_BUCKET)
+            .await
+            .map_err(|e| {
+                Error::jetstream("open", format!("bucket {}", names::DOCUMENTS_BUCKET), e)
+            })?;
+        Ok(Self {
+            js: js.clone(),
+            files,
+            records,
+        })
+    }
+
+    /// Stores the file, records it as queued and queues its conversion (gateway).
+    pub async fn upload(&self, upload: NewUpload) -> Result<UploadRecord> {
+        let id = document_id(&upload.collection, &upload.file_name);
+        let meta = object_store::ObjectMetadata {
+            name: id.to_string(),
+            description: Some(upload.file_name.clone()),
+            ..Default::default()
+        };
+        let info = self
+            .files
+            .put(meta, &mut upload.bytes.as_ref())
+            .await
+            .map_err(|e| Error::jetstream("put", format!("object {id}"), e))?;
+        let now = wire::now_ms();
+        let record = UploadRecord {
+            id: id.clone(),
+            collection: upload.collection,
+            file_name: upload.file_name,
+            content_type: upload.content_type,
+            size: upload.bytes.len() as u64,
+            upload: info.nuid.clone(),
+            state: UploadState::Queued,
+            reason: None,
+            title: None,
+            passages: 0,
+            docs_seq: None,
+            uploaded_at_ms: now,
+            updated_at_ms: now,
+        };
+        self.records
+            .put(id.as_str(), wire::encode(&record)?)
+            .await
+            .map_err(|e| Error::jetstream("put", format!("document record {id}"), e))?;
+        let job = UploadJob::Convert {
+            id: id.clone(),
+            upload: info.nuid,
+        };
+        self.queue(&job, &record.upload).await?;
+        Ok(record)
+    }
+
+    /// Marks an uploaded document as being deleted and queues its delete (gateway).
+    /// `None` when no uploaded document has this id.
+    pub async fn delete(&self, id: &DocId) -> Result<Option<UploadRecord>> {
+        let Some(stored) = self.get(id).await? else {
+            return Ok(None);
+        };
+        let mut record = stored.record;
+        record.state = UploadState::Deleting;
+        record.updated_at_ms = wire::now_ms();
+        self.records
+            .update(id.as_str(), wire::encode(&record)?, stored.revision)
+            .await
+            .map_err(|e| Error::jetstream("update", format!("document record {id}"), e))?;
+        let job = UploadJob::Delete { id: id.clone() };
+        self.queue(&job, &format!("delete-{}", stored.revision))
+            .await?;
+        Ok(Some(record))
+    }
+
+    async fn queue(&self, job: &UploadJob, message_id: &str) -> Result<()> {
+        let subject = names::upload_subject(job.id());
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}-{message_id}", job.id()).as_str(),
+        );
+        let payload = wire::encode(job)?;
+        let ack = crate::until_acked(ACK_WAIT, "upload job", || {
+            let (subject, headers, payload) = (subject.clone(), headers.clone(), payload.clone());
+            async move {
+                let ack = self
+                    .js
+                    .publish_with_headers(subject, headers, payload)
+                    .await?;
+                ack.await.map(drop)
+            }
+        })
+        .await;
+        ack.map(drop)
+            .map_err(|e| Error::jetstream("publish", subject.clone(), e))
+    }
+
+    /// The record of one uploaded document, with its revision.
+    pub async fn get(&self, id: &DocId) -> Result<Option<Stored>> {
+        let entry = self
+            .records
+            .entry(id.as_str())
+            .await
+            .map_err(|e| Error::jetstream("get", format!("document record {id}"), e))?;
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => Ok(Some(Stored {
+                record: wire::decode(&entry.value)?,
+                revision: entry.revision,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every uploaded document's record, by id.
+    pub async fn list(&self) -> Result<Vec<UploadRecord>> {
+        let object = || format!("bucket {}", names::DOCUMENTS_BUCKET);
+        let keys: Vec<String> = match self.records.keys().await {
+            Ok(keys) => keys
+                .try_collect()
+                .await
+                .map_err(|e| Error::jetstream("list keys", object(), e))?,
+            Err(e) => return Err(Error::jetstream("list keys", object(), e)),
+        };
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Ok(id) = DocId::parse(key)
+                && let Some(stored) = self.get(&id).await?
+            {
+                records.push(stored.record);
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    /// The original file of a document, to stream back; `None` when it is gone.
+    pub async fn file(&self, id: &DocId) -> Result<Option<object_store::Object>> {
+        match self.files.get(id.as_str()).await {
+            Ok(object) => Ok(Some(object)),
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::jetstream("get", format!("object {id}"), e)),
+        }
+    }
+
+    /// The whole file of upload `upload` of a document (ingest), or `None` when the
+    /// stored file is another upload's or gone.
+    pub async fn read(&self, id: &DocId, upload: &str) -> Result<Option<Vec<u8>>> {
+        let Some(mut object) = self.file(id).await? else {
+            return Ok(None);
+        };
+        if object.info.nuid != upload {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(object.info.size);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::jetstream("read", format!("object {id}"), e))?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes what became of a job (ingest), unless the record changed since it was
+    /// read; returns whether it was written.
+    pub async fn finish(&self, read: &Stored, record: &UploadRecord) -> Result<bool> {
+        let mut record = record.clone();
+        record.updated_at_ms = wire::now_ms();
+        let written = self
+            .records
+            .update(record.id.as_str(), wire::encode(&record)?, read.revision)
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(Error::jetstream(
+                "update",
+                format!("document record {}", record.id),
+                e,
+            )),
+        }
+    }
+
+    /// Drops a deleted document's file and record (ingest), once `DOCS` has its
+    /// tombstone.
+    pub async fn forget(&self, read: &Stored) -> Result<()> {
+        let id = &read.record.id;
+        match self.files.delete(id.as_str()).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
+            Err(e) => return Err(Error::jetstream("delete", format!("object {id}"), e)),
+        }
+        match self
+            .records
+            .delete_expect_revision(id.as_str(), Some(read.revision))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(Error::jetstream(
+                "delete",
+                format!("document record {id}"),
+                e,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_types_and_contents_are_checked() {
+        let physics = Collection::parse("physics-101").unwrap();
+        assert_eq!(
+            document_id(&Collection::default(), "Week 2.PDF").as_str(),
+            "up-week-2-pdf"
+        );
+        assert_eq!(
+            document_id(&physics, "notes.docx").as_str(),
+            "physics-101-up-notes-docx"
+        );
+        assert_eq!(content_type("a.Pdf"), Some("application/pdf"));
+        assert_eq!(content_type("a.exe"), None);
+        assert_eq!(content_type("noext"), None);
+        assert!(mismatch("a.pdf", b"%PDF-1.7\n").is_none());
+        assert!(mismatch("a.pdf", b"hello").unwrap().contains("not a PDF"));
+        assert!(mismatch("a.docx", b"%PDF").unwrap().contains("zip"));
+        assert!(mismatch("a.md", b"# hi").is_none());
+        assert!(mismatch("a.txt", b"\0\0").is_some());
+    }
+
+    #[test]
+    fn indexed_once_every_worker_applied_the_sequence() {
+        let mut record = UploadRecord {
+            id: DocId::parse("up-a-pdf").unwrap(),
+            collection: Collection::default(),
+            file_name: "a.pdf".into(),
+            content_type: "application/pdf".into(),
+            size: 1,
+            upload: "n".into(),
+            state: UploadState::Converted,
+            reason: None,
+            title: None,
+            passages: 1,
+            docs_seq: Some(10),
+            uploaded_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        assert!(is_indexed(&record, &[10, 12]));
+        assert!(!is_indexed(&record, &[9, 12]));
+        assert!(!is_indexed(&record, &[]));
+        record.state = UploadState::Queued;
+        assert!(!is_indexed(&record, &[12]));
+    }
+}
