@@ -36,19 +36,26 @@ pub(crate) enum Outcome {
 
 /// Reads, extracts, chunks and encodes one file. What a reader logs names the file.
 pub(crate) fn prepare(file: SourceFile, collection: Collection, options: ChunkOptions) -> Prepared {
+    match std::fs::read(&file.path) {
+        Ok(raw) => prepare_bytes(file, &raw, collection, options),
+        Err(err) => Prepared {
+            file,
+            source_bytes: 0,
+            outcome: Outcome::Unreadable(err),
+        },
+    }
+}
+
+/// Extracts, chunks and encodes the bytes of one file (read from disk, or uploaded).
+pub(crate) fn prepare_bytes(
+    file: SourceFile,
+    raw: &[u8],
+    collection: Collection,
+    options: ChunkOptions,
+) -> Prepared {
     let _file = tracing::info_span!("file", path = %file.path.display()).entered();
-    let raw = match std::fs::read(&file.path) {
-        Ok(raw) => raw,
-        Err(err) => {
-            return Prepared {
-                file,
-                source_bytes: 0,
-                outcome: Outcome::Unreadable(err),
-            };
-        }
-    };
     let source_bytes = raw.len();
-    let extracted = match read(file.format, &raw) {
+    let extracted = match read(file.format, raw) {
         Ok(extracted) => extracted,
         Err(refusal) => {
             return Prepared {

@@ -12,6 +12,9 @@
 //!   with a message naming the file and the limit, and the run goes on without it;
 //!   passages are small, so this takes a file of tens of megabytes.
 //!
+//! - [`follow`] is the ingest worker kind (`cauce ingest --follow`): it converts files
+//!   uploaded through the gateway, which it reads from JetStream, with the same readers.
+//!
 //! It does not search or index, and it does not create streams: `cauce up` or
 //! `cauce nats apply` (`cauce_nats::apply`) does. Retrieval workers build their own
 //! index from `DOCS`.
@@ -23,6 +26,7 @@ pub mod epub;
 pub mod error;
 pub mod exclude;
 mod extract;
+mod follow;
 pub mod html;
 pub mod markdown;
 pub mod pdf;
@@ -30,6 +34,8 @@ mod progress;
 mod publish;
 pub mod source;
 mod summary;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod xml;
 
 use std::collections::HashSet;
@@ -45,6 +51,7 @@ use tracing::{info, warn};
 pub use chunk::ChunkOptions;
 pub use error::{Error, Result};
 pub use extract::{Extracted, Refusal, Section, plain_text};
+pub use follow::follow;
 pub use progress::ProgressMode;
 pub use source::{Format, SkipReason, Skipped};
 pub use summary::Summary;

@@ -114,6 +114,9 @@ pub struct LimitsArgs {
     /// Size bound of the response cache bucket, in bytes [default: 268435456]
     #[arg(long, env = "CAUCE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<i64>,
+    /// Size bound of the uploaded files' object store, in bytes [default: 2147483648]
+    #[arg(long, env = "CAUCE_UPLOADS_MAX_BYTES")]
+    pub uploads_max_bytes: Option<i64>,
     /// Deliveries of a question or prompt job before it becomes a dead letter; a worker
     /// that dies holding a job spends one [default: 10]
     #[arg(long, env = "CAUCE_MAX_DELIVERIES")]
@@ -152,6 +155,11 @@ const LIMIT_FLAGS: &[(&str, &str, Show)] = &[
         "--cache-max-bytes",
         "max_bytes of bucket cauce-cache",
         |l| l.cache.max_bytes.to_string(),
+    ),
+    (
+        "--uploads-max-bytes",
+        "max_bytes of object store cauce-uploads",
+        |l| l.uploads.max_bytes.to_string(),
     ),
     (
         "--max-deliveries",
@@ -205,6 +213,7 @@ impl LimitsArgs {
         set(&mut limits.duplicate_window, self.duplicate_window);
         limits.replicas = self.replicas.unwrap_or(limits.replicas);
         limits.cache.max_bytes = self.cache_max_bytes.unwrap_or(limits.cache.max_bytes);
+        limits.uploads.max_bytes = self.uploads_max_bytes.unwrap_or(limits.uploads.max_bytes);
         limits.max_deliveries = self.max_deliveries.unwrap_or(limits.max_deliveries);
         limits
     }

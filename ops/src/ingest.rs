@@ -15,8 +15,12 @@ use crate::cli::{LimitsArgs, NatsArgs};
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// Files and folders to ingest (Markdown, plain text, HTML, PDF, DOCX, EPUB)
-    #[arg(required = true)]
+    #[arg(required_unless_present = "follow", conflicts_with = "follow")]
     paths: Vec<PathBuf>,
+    /// Run as an ingest worker: convert the files uploaded through the gateway
+    /// (`POST /v1/documents`) until stopped. `cauce up` runs one
+    #[arg(long)]
+    follow: bool,
     /// Prefix of every document id [default: the folder's name]
     #[arg(long, env = "CAUCE_INGEST_ID_PREFIX")]
     id_prefix: Option<String>,
@@ -79,9 +83,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     )
     .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
+    let cancel = crate::signals::shutdown_token()?;
+    if args.follow {
+        args.limits.check(&js, Need::INGEST_FOLLOW).await?;
+        cauce_ingest::follow(&js, options.chunk, &cancel).await?;
+        client.drain().await.ok();
+        return Ok(());
+    }
     args.limits.check(&js, Need::INGEST).await?;
 
-    let cancel = crate::signals::shutdown_token()?;
     let summary = cauce_ingest::run(options, &js, &cancel).await?;
     client.flush().await.ok();
     println!("{summary}");

@@ -2,8 +2,9 @@
 //!
 //! It uses the NATS at `--nats-url` or starts a `nats-server` child when nothing answers
 //! there, sets up every stream and bucket, ingests the bundled corpus when `DOCS` is
-//! empty, then runs one retrieval worker, one inference worker and the gateway — the
-//! same code `cauce retrieval`, `cauce inference` and `cauce gateway` run alone. Ctrl-C
+//! empty, then runs one retrieval worker, one inference worker, one ingest worker (uploads)
+//! and the gateway — the same code `cauce retrieval`, `cauce inference`, `cauce ingest
+//! --follow` and `cauce gateway` run alone. Ctrl-C
 //! shuts down in order: the gateway stops accepting and finishes its streams, the
 //! workers drain, the NATS child goes last. A second Ctrl-C exits at once.
 
@@ -108,6 +109,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         failed.clone(),
         cauce_inference::run(inference_config, client.clone(), workers.clone()),
     ));
+    let ingest = tokio::spawn(watch(
+        failed.clone(),
+        follow_uploads(js.clone(), workers.clone()),
+    ));
     let gateway_cancel = CancellationToken::new();
     let gateway = tokio::spawn(watch(
         failed.clone(),
@@ -137,6 +142,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     workers.cancel();
     let retrieval_result = retrieval.await.context("retrieval task")?;
     let inference_result = inference.await.context("inference task")?;
+    let ingest_result = ingest.await.context("ingest task")?;
     client.drain().await.ok();
     if let Some(local_nats) = local_nats {
         tokio::task::spawn_blocking(move || local_nats.stop()).await?;
@@ -144,8 +150,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     gateway_result.context("gateway")?;
     retrieval_result.context("retrieval worker")?;
     inference_result.context("inference worker")?;
+    ingest_result.context("ingest worker")?;
     info!("cauce stopped");
     Ok(())
+}
+
+/// The ingest worker of uploads, as `cauce ingest --follow` runs it.
+async fn follow_uploads(
+    js: jetstream::Context,
+    cancel: CancellationToken,
+) -> Result<(), cauce_ingest::Error> {
+    cauce_ingest::follow(&js, cauce_ingest::ChunkOptions::default(), &cancel).await
 }
 
 /// Runs a component; an error cancels `failed`, so the service stops as a whole.
