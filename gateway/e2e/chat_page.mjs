@@ -7,7 +7,8 @@
 // On a desktop-sized and then a phone-sized page it renders a fixed Markdown answer
 // with the page's own renderer (code block, citation link, no script), types a question, waits for tokens
 // to stream in and sources to appear as links, presses stop, reloads and checks that
-// the conversation is still there, and saves screenshots. Exits non-zero on the first
+// the conversation is still there, uploads a file (the button, then a drop) and waits
+// for each to show as indexed (desktop), and saves screenshots. Exits non-zero on the first
 // failed check.
 
 import { mkdtempSync, rmSync } from "node:fs";
@@ -32,6 +33,26 @@ const args = [
 function check(condition, what) {
   if (!condition) throw new Error("check failed: " + what);
   console.log("ok -", what);
+}
+
+// A Markdown answer with a code block, citations and sources, as a conversation shows it.
+async function showFixedAnswer(page) {
+  await page.evaluate(() => {
+    render({ role: "user", content: "How do I read a file line by line in Python?" });
+    render({
+      role: "assistant",
+      content: "Open it with `open()` and iterate over the file object [1]:\n\n" +
+        "```python\nwith open(\"notes.txt\", encoding=\"utf-8\") as f:\n    for line in f:\n" +
+        "        print(line.rstrip())\n```\n\n- `with` closes the file for you [2].\n" +
+        "- Each `line` keeps its newline; `rstrip()` drops it.",
+      sources: [
+        { number: 1, title: "Tutorial", heading_path: ["Tutorial", "Reading and Writing Files"],
+          location: "https://docs.python.org/3/tutorial/inputoutput.html#reading-and-writing-files" },
+        { number: 2, title: "Tutorial", heading_path: ["Tutorial", "Methods of File Objects"],
+          location: "https://docs.python.org/3/tutorial/inputoutput.html#methods-of-file-objects" },
+      ],
+    });
+  });
 }
 
 async function session(context, name, viewport) {
@@ -79,22 +100,7 @@ async function session(context, name, viewport) {
   check(fixed.text.includes("See [7]"), `${name}: an unknown marker stays text`);
 
   // the same kind of answer in a conversation, for the screenshot
-  await page.evaluate(() => {
-    render({ role: "user", content: "How do I read a file line by line in Python?" });
-    render({
-      role: "assistant",
-      content: "Open it with `open()` and iterate over the file object [1]:\n\n" +
-        "```python\nwith open(\"notes.txt\", encoding=\"utf-8\") as f:\n    for line in f:\n" +
-        "        print(line.rstrip())\n```\n\n- `with` closes the file for you [2].\n" +
-        "- Each `line` keeps its newline; `rstrip()` drops it.",
-      sources: [
-        { number: 1, title: "Tutorial", heading_path: ["Tutorial", "Reading and Writing Files"],
-          location: "https://docs.python.org/3/tutorial/inputoutput.html#reading-and-writing-files" },
-        { number: 2, title: "Tutorial", heading_path: ["Tutorial", "Methods of File Objects"],
-          location: "https://docs.python.org/3/tutorial/inputoutput.html#methods-of-file-objects" },
-      ],
-    });
-  });
+  await showFixedAnswer(page);
   await page.screenshot({ path: join(screenshots, `chat_page_${name}_markdown.png`) });
   await page.evaluate(() => document.getElementById("log").replaceChildren());
 
@@ -184,6 +190,28 @@ async function session(context, name, viewport) {
   const path = join(screenshots, `chat_page_${name}.png`);
   await page.screenshot({ path });
   console.log("screenshot saved to", path);
+
+  if (name === "desktop") {
+    // an uploaded file goes through the queue and shows as indexed
+    await page.setInputFiles("#files", { name: "field-trip.md", mimeType: "text/markdown",
+      buffer: Buffer.from("# Field trip\n\nThe field trip to the tide pools leaves at nine.\n") });
+    await page.waitForSelector("#doc-list li[data-state=indexed]", { timeout: 120_000 });
+    const shown = await page.locator("#doc-list li a").first().textContent();
+    check(shown === "Field trip", `${name}: the uploaded file is listed as "${shown}"`);
+    // and one dropped on the page
+    await page.evaluate(() => {
+      const data = new DataTransfer();
+      data.items.add(new File(["# Lab safety\n\nGoggles stay on in the lab.\n"], "lab-safety.md",
+        { type: "text/markdown" }));
+      window.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+    });
+    await page.waitForSelector("#doc-list li[data-id=up-lab-safety-md][data-state=indexed]", { timeout: 120_000 });
+    // the README's picture: a Markdown answer beside an indexed document
+    await page.evaluate(() => document.getElementById("log").replaceChildren());
+    await showFixedAnswer(page);
+    await page.screenshot({ path: join(screenshots, `chat_page_${name}_documents.png`) });
+    await page.evaluate(() => document.getElementById("log").replaceChildren());
+  }
 
   await openChats();
   page.once("dialog", dialog => dialog.accept());

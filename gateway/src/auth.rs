@@ -144,12 +144,12 @@ fn keys_of(text: &str) -> Vec<String> {
 /// Whether a request may read `/metrics`: always, unless the gateway is told to keep
 /// them behind its API keys.
 pub fn may_read_metrics(state: &AppState, request_key: Option<&str>) -> Result<(), Error> {
-    if !state.config.metrics_need_key || !state.api_keys.required() {
+    if !state.config.metrics_need_key || !keys_required(state) {
         return Ok(());
     }
     match request_key {
         None => Err(Error::MissingApiKey),
-        Some(key) if state.api_keys.accepts(key) => Ok(()),
+        Some(key) if state.api_keys.accepts(key) || state.admin_keys.accepts(key) => Ok(()),
         Some(_) => Err(Error::InvalidApiKey),
     }
 }
@@ -199,15 +199,35 @@ fn client_address(request: &Request, trusted_header: Option<&str>) -> String {
         )
 }
 
+/// Whether any key (chat or admin) is configured: then every `/v1` request needs one.
+fn keys_required(state: &AppState) -> bool {
+    state.api_keys.required() || state.admin_keys.required()
+}
+
+/// Whether a request may add or delete documents: always without keys; with keys, only
+/// with an admin key.
+pub fn may_write_documents(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), Error> {
+    if !keys_required(state) {
+        return Ok(());
+    }
+    match bearer_of(headers) {
+        Some(key) if state.admin_keys.accepts(key) => Ok(()),
+        _ if !state.admin_keys.required() => Err(Error::AdminKeyRequired {
+            hint: "; this gateway has none configured, so start it with one",
+        }),
+        _ => Err(Error::AdminKeyRequired { hint: "" }),
+    }
+}
+
 /// Checks the API key (when keys are configured) and the client's rate limit.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let key = bearer(&request)
         .filter(|k| !k.is_empty())
         .map(str::to_string);
-    if state.api_keys.required() {
+    if keys_required(&state) {
         match key.as_deref() {
             None => return Error::MissingApiKey.into_response(),
-            Some(key) if !state.api_keys.accepts(key) => {
+            Some(key) if !state.api_keys.accepts(key) && !state.admin_keys.accepts(key) => {
                 return Error::InvalidApiKey.into_response();
             }
             Some(_) => {}
@@ -215,7 +235,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
     // a key names the client only when keys are checked: a made-up token is no name
     let client = match &key {
-        Some(key) if state.api_keys.required() => fingerprint(key),
+        Some(key) if keys_required(&state) => fingerprint(key),
         _ => client_address(&request, state.config.client_address_header.as_deref()),
     };
     if let Some(limiter) = &state.rate_limiter

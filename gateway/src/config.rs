@@ -23,6 +23,15 @@ pub struct GatewayConfig {
     pub api_keys: Vec<String>,
     /// A file of more keys, one per line, read again when it changes or on SIGHUP.
     pub api_keys_file: Option<std::path::PathBuf>,
+    /// Keys that may also add and delete documents; with any key configured, document
+    /// writes need one of these. They chat too.
+    pub admin_api_keys: Vec<String>,
+    /// A file of more admin keys, reloaded like [`Self::api_keys_file`].
+    pub admin_api_keys_file: Option<std::path::PathBuf>,
+    /// Largest upload request (`POST /v1/documents`, all its files together).
+    pub max_upload_bytes: usize,
+    /// Files one upload request may carry.
+    pub max_upload_files: usize,
     /// With API keys configured, `/metrics` needs one too.
     pub metrics_need_key: bool,
     /// Streams (chat requests, task event streams) this gateway holds at once.
@@ -66,6 +75,10 @@ impl GatewayConfig {
             default_model: ModelName::default_model(),
             api_keys: Vec::new(),
             api_keys_file: None,
+            admin_api_keys: Vec::new(),
+            admin_api_keys_file: None,
+            max_upload_bytes: 64 << 20,
+            max_upload_files: 16,
             metrics_need_key: false,
             max_in_flight: 1024,
             max_backlog: 1000,
@@ -96,16 +109,18 @@ impl Default for GatewayConfig {
 
 impl fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let keys = if self.api_keys.is_empty() {
-            "none".to_string()
-        } else {
-            format!("{} <redacted>", self.api_keys.len())
+        let redacted = |keys: &[String]| match keys.len() {
+            0 => "none".to_string(),
+            n => format!("{n} <redacted>"),
         };
         f.debug_struct("GatewayConfig")
             .field("id", &self.id.as_str())
             .field("default_model", &self.default_model.as_str())
-            .field("api_keys", &keys)
+            .field("api_keys", &redacted(&self.api_keys))
             .field("api_keys_file", &self.api_keys_file)
+            .field("admin_api_keys", &redacted(&self.admin_api_keys))
+            .field("admin_api_keys_file", &self.admin_api_keys_file)
+            .field("max_upload_bytes", &self.max_upload_bytes)
             .field("metrics_need_key", &self.metrics_need_key)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_backlog", &self.max_backlog)
@@ -129,11 +144,14 @@ mod tests {
     fn api_keys_never_print() {
         let config = GatewayConfig {
             api_keys: vec!["sk-secret".into()],
+            admin_api_keys: vec!["sk-admin-secret".into()],
             ..GatewayConfig::new()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("sk-secret") && shown.contains("<redacted>"),
+            !shown.contains("sk-secret")
+                && !shown.contains("sk-admin-secret")
+                && shown.contains("<redacted>"),
             "{shown}"
         );
     }

@@ -31,6 +31,15 @@ pub enum Error {
     MissingApiKey,
     #[error("the API key is not valid")]
     InvalidApiKey,
+    /// A document write with a key that may only chat.
+    #[error(
+        "adding or deleting documents needs an admin API key (one of --admin-api-keys or \
+         --admin-api-keys-file), sent as 'Authorization: Bearer <key>'{hint}"
+    )]
+    AdminKeyRequired { hint: &'static str },
+    /// An upload of a type cauce does not read, or whose bytes are not its type.
+    #[error("{message}")]
+    UnsupportedType { message: String },
     #[error("{what} not found")]
     NotFound { what: String },
     /// No inference worker has ever served this model.
@@ -116,6 +125,8 @@ impl Error {
             Error::BodyRead(_) => "body_read",
             Error::MissingApiKey => "missing_api_key",
             Error::InvalidApiKey => "invalid_api_key",
+            Error::AdminKeyRequired { .. } => "admin_key_required",
+            Error::UnsupportedType { .. } => "unsupported_type",
             Error::NotFound { .. } => "not_found",
             Error::ModelNotFound { .. } => "model_not_found",
             Error::UnknownRoute { .. } => "unknown_route",
@@ -162,6 +173,8 @@ impl Error {
             }
             Error::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MissingApiKey | Error::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Error::AdminKeyRequired { .. } => StatusCode::FORBIDDEN,
+            Error::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound { .. } | Error::UnknownRoute { .. } | Error::ModelNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -203,6 +216,7 @@ impl Error {
         match self.status() {
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             status if status.is_client_error() => "invalid_request_error",
             _ => "server_error",
         }
@@ -213,6 +227,7 @@ impl Error {
             Error::Invalid { param, .. } => param.as_deref(),
             Error::ModelNotFound { .. } => Some("model"),
             Error::QuestionTooLarge { .. } => Some("messages"),
+            Error::UnsupportedType { .. } => Some("file"),
             Error::Worker {
                 kind: ErrorKind::ContextOverflow,
                 ..

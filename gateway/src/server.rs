@@ -39,15 +39,21 @@ pub async fn serve(
         state.config.discovery_wait,
         background.clone(),
     ));
-    let keys_reloader = state.config.api_keys_file.clone().map(|file| {
-        let every = std::time::Duration::from_secs(2);
-        tokio::spawn(
-            state
-                .api_keys
-                .clone()
-                .keep_fresh(file, every, background.clone()),
-        )
-    });
+    let every = std::time::Duration::from_secs(2);
+    let keys_reloaders: Vec<_> = [
+        (&state.api_keys, &state.config.api_keys_file),
+        (&state.admin_keys, &state.config.admin_api_keys_file),
+    ]
+    .into_iter()
+    .filter_map(|(keys, file)| {
+        let file = file.clone()?;
+        Some(tokio::spawn(keys.clone().keep_fresh(
+            file,
+            every,
+            background.clone(),
+        )))
+    })
+    .collect();
     let sweeper = tokio::spawn(sweep_rate_limits(state.clone(), background.clone()));
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -75,7 +81,7 @@ pub async fn serve(
     let _ = announcement.await;
     let _ = view.await;
     let _ = sweeper.await;
-    if let Some(reloader) = keys_reloader {
+    for reloader in keys_reloaders {
         let _ = reloader.await;
     }
     upkeep.abort();

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_nats::Client;
 use async_nats::jetstream::{self, kv};
+use cauce_nats::uploads::Uploads;
 use cauce_nats::{Results, names};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,10 @@ pub struct Shared {
     pub admission: Admission,
     pub rate_limiter: Option<RateLimiter>,
     pub api_keys: ApiKeys,
+    /// Keys that may also write documents.
+    pub admin_keys: ApiKeys,
+    /// Uploaded documents: files, records and jobs.
+    pub uploads: Uploads,
     pub metrics: PrometheusHandle,
     /// Live workers and models, refreshed in the background.
     pub view: WorkerView,
@@ -53,17 +58,14 @@ impl Shared {
         );
         Ok(Self {
             rate_limiter: config.rate_limit.map(RateLimiter::new),
-            api_keys: ApiKeys::with_file(&config.api_keys, config.api_keys_file.as_deref())
-                .map_err(|err| {
-                    Error::Serve(std::io::Error::other(format!(
-                        "reading the API keys file {}: {err}",
-                        config
-                            .api_keys_file
-                            .as_deref()
-                            .unwrap_or(std::path::Path::new(""))
-                            .display()
-                    )))
-                })?,
+            api_keys: keys(&config.api_keys, config.api_keys_file.as_deref())?,
+            admin_keys: keys(
+                &config.admin_api_keys,
+                config.admin_api_keys_file.as_deref(),
+            )?,
+            uploads: Uploads::open(&js)
+                .await
+                .map_err(|err| Error::nats("open the uploads", err))?,
             config,
             client,
             js,
@@ -76,6 +78,15 @@ impl Shared {
             shutting_down,
         })
     }
+}
+
+fn keys(keys: &[String], file: Option<&std::path::Path>) -> Result<ApiKeys> {
+    ApiKeys::with_file(keys, file).map_err(|err| {
+        Error::Serve(std::io::Error::other(format!(
+            "reading the API keys file {}: {err}",
+            file.unwrap_or(std::path::Path::new("")).display()
+        )))
+    })
 }
 
 async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store> {

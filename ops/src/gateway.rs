@@ -46,6 +46,16 @@ pub struct GatewayHttpArgs {
     /// it changes or on SIGHUP, without a restart
     #[arg(long, env = "CAUCE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Admin API keys, comma-separated: they chat too, and with any key configured only
+    /// they may add or delete documents (POST and DELETE /v1/documents)
+    #[arg(long, env = "CAUCE_ADMIN_API_KEYS", hide_env_values = true)]
+    pub admin_api_keys: Option<String>,
+    /// File of admin API keys, one per line; reloaded like --api-keys-file
+    #[arg(long, env = "CAUCE_ADMIN_API_KEYS_FILE")]
+    pub admin_api_keys_file: Option<PathBuf>,
+    /// Largest upload request (POST /v1/documents, all its files), in bytes
+    #[arg(long, env = "CAUCE_MAX_UPLOAD", default_value_t = 64 << 20)]
+    pub max_upload: usize,
     /// With API keys configured, /metrics needs a key too
     #[arg(long, env = "CAUCE_METRICS_NEED_KEY")]
     pub metrics_need_key: bool,
@@ -92,14 +102,14 @@ impl GatewayHttpArgs {
 
     /// The gateway configuration these flags describe.
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let api_keys: Vec<String> = self
-            .api_keys
-            .iter()
-            .flat_map(|keys| keys.split(','))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(String::from)
-            .collect();
+        let split = |keys: &Option<String>| -> Vec<String> {
+            keys.iter()
+                .flat_map(|keys| keys.split(','))
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(String::from)
+                .collect()
+        };
         let id = match &self.gateway_id {
             Some(id) => GatewayId::parse(id.as_str()).context("--gateway-id")?,
             None => GatewayId::generate(),
@@ -112,8 +122,11 @@ impl GatewayHttpArgs {
             id,
             default_model: ModelName::parse(self.default_model.as_str())
                 .context("--default-model")?,
-            api_keys,
+            api_keys: split(&self.api_keys),
             api_keys_file: self.api_keys_file.clone(),
+            admin_api_keys: split(&self.admin_api_keys),
+            admin_api_keys_file: self.admin_api_keys_file.clone(),
+            max_upload_bytes: self.max_upload,
             metrics_need_key: self.metrics_need_key,
             max_in_flight: self.max_in_flight.max(1),
             max_backlog: self.max_backlog,

@@ -1,7 +1,8 @@
 //! Least privilege on NATS: a real nats-server runs the users `cauce nats permissions`
 //! generates, every component runs as its own user in its own process, and the whole
 //! pipeline works without one refusal (questions, sources, answers, search, a task, a
-//! dead letter, the workers' metrics, the operator's `status`, `cache` and `replay`),
+//! dead letter, an upload converted by an ingest worker, indexed and deleted, the
+//! workers' metrics, the operator's `status`, `cache` and `replay`),
 //! while each forbidden action is refused by the server:
 //! the gateway pulling or reading prompt jobs, an inference worker publishing to
 //! `DOCS`, anyone but the operator changing a stream, a role reading another's replies.
@@ -140,7 +141,9 @@ async fn each_component_works_as_its_own_user_and_nothing_more() {
     );
     let retrieval_args = log_in(&[], Role::Retrieval);
     let inference_args = log_in(&["--threads", "1"], Role::Inference);
+    let ingest_args = log_in(&["ingest", "--follow"], Role::Ingest);
     let _processes: Vec<Proc> = vec![
+        Proc::spawn("ingest", &mut procs::cauce(&url, &as_strs(&ingest_args))),
         procs::gateway(&url, "gw-perm", port, &as_strs(&gateway_args)),
         procs::retrieval(&url, home.path(), &as_strs(&retrieval_args)),
         procs::inference_with_context(&url, 2, 512, &as_strs(&inference_args)),
@@ -148,6 +151,7 @@ async fn each_component_works_as_its_own_user_and_nothing_more() {
     let http = reqwest::Client::new();
     wait_healthy(&http, port).await;
     pipeline_works(&http, port).await;
+    uploads_work(&http, port).await;
     dead_letters_handled(&server).await;
     let status = run_as(
         Role::Operator,
@@ -190,6 +194,61 @@ async fn each_component_works_as_its_own_user_and_nothing_more() {
             .any(|l| l.contains("cauce.docs.perm-forged")),
         "the server logs what it refused: {refusals:#?}"
     );
+}
+
+/// A file uploaded through the gateway, converted by the ingest worker, indexed,
+/// downloaded and deleted.
+async fn uploads_work(http: &reqwest::Client, port: u16) {
+    let base = format!("http://127.0.0.1:{port}");
+    let file =
+        reqwest::multipart::Part::bytes(b"# Lakes\n\nSanabria is a glacial lake.\n".to_vec())
+            .file_name("lakes.md");
+    let form = reqwest::multipart::Form::new().part("file", file);
+    let response = http
+        .post(format!("{base}/v1/documents"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let id = accepted["data"][0]["id"].as_str().unwrap().to_string();
+    let document = format!("{base}/v1/documents/{id}");
+    let state = |doc: &Value| doc["state"].as_str().unwrap_or_default().to_string();
+    let mut doc = Value::Null;
+    for _ in 0..300 {
+        doc = http
+            .get(&document)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if state(&doc) == "indexed" || state(&doc) == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(state(&doc), "indexed", "{doc}");
+    let content = http
+        .get(format!("{document}/content"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        content.text().await.unwrap(),
+        "# Lakes\n\nSanabria is a glacial lake.\n"
+    );
+    let deleted = http.delete(&document).send().await.unwrap();
+    assert_eq!(deleted.status(), 202);
+    for _ in 0..300 {
+        if http.get(&document).send().await.unwrap().status() == 404 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{id} was never deleted");
 }
 
 /// The server log's lines about refused publishes and subscriptions.

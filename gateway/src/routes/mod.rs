@@ -4,6 +4,7 @@
 
 mod chat;
 mod docs;
+mod documents;
 mod health;
 mod models;
 mod page;
@@ -29,6 +30,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}/events", get(tasks::events))
         .route("/v1/models", get(models::list))
         .route("/v1/search", post(search::search))
+        .route(
+            "/v1/documents",
+            get(documents::list)
+                .post(documents::upload)
+                .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(documents::get).delete(documents::delete),
+        )
+        .route("/v1/documents/{id}/content", get(documents::content))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
     let public = Router::new()
         .route("/", get(page::index))
