@@ -8,10 +8,17 @@
 //! leaves it to another. A job whose NATS work fails is retried; the worker that holds
 //! its last delivery records the upload as failed, with the error, so every upload
 //! ends.
+//!
+//! Jobs of one document can run at once on several workers (a re-upload, a delete).
+//! Each publishes to `DOCS` only while the document's subject still ends where it ended
+//! when the job read the record (`Nats-Expected-Last-Subject-Sequence`), and records its
+//! outcome with a compare-and-set on the record's revision: a job that lost the race
+//! reads the record again, and ends at once when it no longer asks for that job.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, AckKind, consumer};
 use cauce_nats::ensure::INGEST_MAX_DELIVERIES;
 use cauce_nats::uploads::{self, Stored, Uploads};
@@ -30,6 +37,15 @@ use crate::{ChunkOptions, publish};
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Pause before a job whose NATS work failed is delivered again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Races with other jobs of the same document before a job gives up (and is retried).
+const MAX_RACES: usize = 8;
+
+/// How one attempt at a job ended.
+enum Attempt {
+    Done,
+    /// Another job published for the document first: read the record again.
+    Raced,
+}
 
 /// Converts upload jobs until `cancel` fires.
 pub async fn follow(
@@ -38,6 +54,12 @@ pub async fn follow(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let uploads = Uploads::open(js).await?;
+    let docs = js.get_stream(names::DOCS).await.map_err(|e| {
+        Error::jetstream(
+            "look up the DOCS stream (run `cauce nats apply` or `cauce up` first)",
+            e,
+        )
+    })?;
     let consumer: consumer::PullConsumer = js
         .get_consumer_from_stream(names::INGEST_CONSUMER, names::UPLOADS)
         .await
@@ -65,29 +87,34 @@ pub async fn follow(
         };
         let worker = Worker {
             js,
+            docs: &docs,
             uploads: &uploads,
             chunk,
         };
-        worker.take(message).await;
+        if !worker.take(message, cancel).await {
+            return Ok(());
+        }
     }
 }
 
 struct Worker<'a> {
     js: &'a jetstream::Context,
+    docs: &'a Stream,
     uploads: &'a Uploads,
     chunk: ChunkOptions,
 }
 
 impl Worker<'_> {
-    /// Runs one job to its end, acking its progress meanwhile.
-    async fn take(&self, message: jetstream::Message) {
+    /// Runs one job to its end, acking its progress meanwhile; `false` when `cancel`
+    /// stopped it first (the job, not acked, goes to another worker).
+    async fn take(&self, message: jetstream::Message, cancel: &CancellationToken) -> bool {
         let delivered = message.info().map_or(1, |info| info.delivered);
         let job = match wire::decode::<UploadJob>(&message.payload) {
             Ok(job) => job,
             Err(err) => {
                 warn!(error = %err, "an upload job this build cannot read; dropped");
                 let _ = message.ack_with(AckKind::Term).await;
-                return;
+                return true;
             }
         };
         let run = self.run(&job);
@@ -98,6 +125,7 @@ impl Worker<'_> {
             tokio::select! {
                 outcome = &mut run => break outcome,
                 _ = progress.tick() => { let _ = message.ack_with(AckKind::Progress).await; }
+                () = cancel.cancelled() => return false,
             }
         };
         match outcome {
@@ -105,52 +133,81 @@ impl Worker<'_> {
             Err(err) if delivered < INGEST_MAX_DELIVERIES => {
                 warn!(doc_id = %job.id(), error = %err, delivered, "upload job failed; it is retried");
                 let _ = message.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await;
-                return;
+                return true;
             }
             Err(err) => {
                 warn!(doc_id = %job.id(), error = %err, delivered, "upload job failed on its last delivery");
-                self.give_up(job.id(), &err).await;
+                self.give_up(&job, &err).await;
             }
         }
         if let Err(err) = message.double_ack().await {
             warn!(doc_id = %job.id(), error = %err, "acking an upload job failed; it may run again");
         }
+        true
     }
 
     async fn run(&self, job: &UploadJob) -> Result<()> {
-        match job {
-            UploadJob::Convert { id, upload } => self.convert(id, upload).await,
-            UploadJob::Delete { id } => self.delete(id).await,
+        for _ in 0..MAX_RACES {
+            let attempt = match job {
+                UploadJob::Convert { id, upload } => self.convert(id, upload).await?,
+                UploadJob::Delete { id } => self.delete(id).await?,
+            };
+            if let Attempt::Done = attempt {
+                return Ok(());
+            }
         }
+        Err(Error::jetstream(
+            "publish an uploaded document",
+            format!("lost {MAX_RACES} races with other jobs of the document"),
+        ))
+    }
+
+    /// The record, if it still asks for `job`, and where the document's subject ends.
+    async fn still_wanted(&self, job: &UploadJob) -> Result<Option<(Stored, u64)>> {
+        let Some(read) = self.uploads.get(job.id()).await? else {
+            return Ok(None);
+        };
+        let record = &read.record;
+        let wanted = match job {
+            UploadJob::Convert { upload, .. } => {
+                record.state == UploadState::Queued && &record.upload == upload
+            }
+            UploadJob::Delete { .. } => record.state == UploadState::Deleting,
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        let last = publish::last_sequence(self.docs, job.id()).await?;
+        Ok(Some((read, last)))
     }
 
     /// Converts the file of `upload`, unless a newer upload or a delete replaced it.
-    async fn convert(&self, id: &DocId, upload: &str) -> Result<()> {
-        let Some(read) = self.uploads.get(id).await? else {
-            return Ok(());
+    async fn convert(&self, id: &DocId, upload: &str) -> Result<Attempt> {
+        let job = UploadJob::Convert {
+            id: id.clone(),
+            upload: upload.to_string(),
         };
-        let queued = read.record.state == UploadState::Queued;
-        if !queued || read.record.upload != upload {
-            return Ok(());
-        }
-        let Some(bytes) = self.uploads.read(id, upload).await? else {
-            return Ok(());
+        let Some((read, last)) = self.still_wanted(&job).await? else {
+            return Ok(Attempt::Done);
         };
         let mut record = read.record.clone();
-        match self.prepare(&read, bytes).await? {
+        let converted = match self.uploads.read(&record).await? {
+            Some(bytes) => self.prepare(&read, bytes).await?,
+            None => Err(format!(
+                "{}: the stored file is gone; upload it again",
+                record.file_name
+            )),
+        };
+        match converted {
             Ok((document, payload)) => {
-                let ack = self
-                    .js
-                    .publish(names::doc_subject(id), payload)
-                    .await
-                    .map_err(|e| Error::jetstream("publish an uploaded document", e))?
-                    .await
-                    .map_err(|e| Error::jetstream("publish an uploaded document", e))?;
+                let Some(seq) = publish::publish_after(self.js, id, payload, last).await? else {
+                    return Ok(Attempt::Raced);
+                };
                 record.state = UploadState::Converted;
                 record.title = Some(document.title);
                 record.passages = document.passages.len() as u32;
-                record.docs_seq = Some(ack.sequence);
-                info!(doc_id = %id, passages = record.passages, docs_seq = ack.sequence, "upload converted");
+                record.docs_seq = Some(seq);
+                info!(doc_id = %id, passages = record.passages, docs_seq = seq, "upload converted");
             }
             Err(reason) => {
                 warn!(doc_id = %id, %reason, "upload failed");
@@ -159,7 +216,7 @@ impl Worker<'_> {
             }
         }
         self.uploads.finish(&read, &record).await?;
-        Ok(())
+        Ok(Attempt::Done)
     }
 
     /// The document of an uploaded file and its payload, or why there is none.
@@ -216,37 +273,42 @@ impl Worker<'_> {
         })
     }
 
-    /// Tombstones a document being deleted, then drops its file and record.
-    async fn delete(&self, id: &DocId) -> Result<()> {
-        let Some(read) = self.uploads.get(id).await? else {
-            return Ok(());
+    /// Tombstones a document being deleted, then drops its record and file.
+    async fn delete(&self, id: &DocId) -> Result<Attempt> {
+        let job = UploadJob::Delete { id: id.clone() };
+        let Some((read, last)) = self.still_wanted(&job).await? else {
+            return Ok(Attempt::Done);
         };
-        if read.record.state != UploadState::Deleting {
-            return Ok(());
+        let tombstone = publish::tombstone(id)?;
+        if publish::publish_after(self.js, id, tombstone, last)
+            .await?
+            .is_none()
+        {
+            return Ok(Attempt::Raced);
         }
-        self.js
-            .publish(names::doc_subject(id), publish::tombstone(id)?)
-            .await
-            .map_err(|e| Error::jetstream("publish a tombstone", e))?
-            .await
-            .map_err(|e| Error::jetstream("publish a tombstone", e))?;
         self.uploads.forget(&read).await?;
         info!(doc_id = %id, "uploaded document deleted");
-        Ok(())
+        Ok(Attempt::Done)
     }
 
-    /// Records an upload as failed after its last delivery, so that it ends.
-    async fn give_up(&self, id: &DocId, err: &Error) {
-        let Ok(Some(read)) = self.uploads.get(id).await else {
+    /// Records what a job that failed on its last delivery leaves, so that the upload
+    /// ends: a conversion as failed; a delete as still deleting, with the reason (a
+    /// DELETE again queues it again). Nothing when the record no longer asks for it.
+    async fn give_up(&self, job: &UploadJob, err: &Error) {
+        let Ok(Some((read, _))) = self.still_wanted(job).await else {
             return;
         };
         let mut record = read.record.clone();
-        record.state = UploadState::Failed;
-        record.reason = Some(format!(
-            "ingest failed {INGEST_MAX_DELIVERIES} times: {err}; upload it again"
-        ));
+        let tries = format!("ingest failed {INGEST_MAX_DELIVERIES} times: {err}");
+        record.reason = Some(match job {
+            UploadJob::Convert { .. } => {
+                record.state = UploadState::Failed;
+                format!("{tries}; upload it again")
+            }
+            UploadJob::Delete { .. } => format!("{tries}; delete it again"),
+        });
         if let Err(err) = self.uploads.finish(&read, &record).await {
-            warn!(doc_id = %id, error = %err, "recording a failed upload failed");
+            warn!(doc_id = %job.id(), error = %err, "recording a failed upload job failed");
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self};
 use bytes::Bytes;
@@ -149,6 +149,44 @@ pub(crate) async fn missing(
         }
     }
     Ok(gone)
+}
+
+/// The stream sequence of the latest record on `cauce.docs.<id>`; 0 when there is none.
+pub(crate) async fn last_sequence(stream: &Stream, id: &DocId) -> Result<u64> {
+    match stream
+        .get_last_raw_message_by_subject(&names::doc_subject(id))
+        .await
+    {
+        Ok(message) => Ok(message.sequence),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(err) => Err(Error::jetstream("get last document", err)),
+    }
+}
+
+/// Publishes `payload` as the next record of `id` only while the subject's latest
+/// record is still the one at `expected` (0: none), so that a job that read an older
+/// state never publishes over a newer one. `None` when another record came first.
+pub(crate) async fn publish_after(
+    js: &jetstream::Context,
+    id: &DocId,
+    payload: Bytes,
+    expected: u64,
+) -> Result<Option<u64>> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        expected.to_string().as_str(),
+    );
+    let what = "publish an uploaded document";
+    let ack = js
+        .publish_with_headers(names::doc_subject(id), headers, payload)
+        .await
+        .map_err(|e| Error::jetstream(what, e))?;
+    match ack.await {
+        Ok(ack) => Ok(Some(ack.sequence)),
+        Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+        Err(err) => Err(Error::jetstream(what, err)),
+    }
 }
 
 /// The compressed tombstone of `id`.

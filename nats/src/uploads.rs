@@ -1,8 +1,10 @@
 //! Uploaded documents, from the gateway to the ingest workers and back.
 //!
-//! - The gateway stores the raw file in the object store [`names::UPLOADS_BUCKET`]
-//!   (object name = document id), writes the document's [`UploadRecord`] in
-//!   [`names::DOCUMENTS_BUCKET`] as `queued`, and publishes an [`UploadJob`] on
+//! - The gateway stores the raw file in the object store [`names::UPLOADS_BUCKET`] under
+//!   a name of its own (`<doc id>/<upload id>`, so that a re-upload never touches the
+//!   bytes an older job may still read), writes the document's [`UploadRecord`] in
+//!   [`names::DOCUMENTS_BUCKET`] as `queued` naming that upload (a compare-and-set), drops
+//!   the file of the upload it replaced, and publishes an [`UploadJob`] on
 //!   [`names::UPLOADS`]. A delete marks the record `deleting` and queues a delete job.
 //! - An ingest worker (`cauce ingest --follow`) pulls the job from the shared consumer
 //!   [`names::INGEST_CONSUMER`], converts the file with the same readers as a folder
@@ -32,6 +34,13 @@ use crate::wire::{self, UploadJob, UploadRecord, UploadState};
 
 /// How long a publish of a job may wait for JetStream's ack.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long reading one stored file may take: a file whose chunks are purged while it is
+/// read (a re-upload, a delete) would otherwise keep the reader waiting.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Compare-and-set rounds lost to other writers before a write gives up.
+const MAX_RACES: usize = 16;
+/// Length of an upload id: 22 alphanumeric characters, about 131 bits.
+const UPLOAD_ID_LEN: usize = 22;
 
 /// The file types an upload may have: extension, content type served back.
 pub const TYPES: &[(&str, &str)] = &[
@@ -88,6 +97,20 @@ pub fn content_location(id: &DocId) -> String {
     format!("/v1/documents/{id}/content")
 }
 
+/// The object holding the bytes of one upload of a document.
+fn object_name(id: &DocId, upload: &str) -> String {
+    format!("{id}/{upload}")
+}
+
+fn new_upload_id() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(UPLOAD_ID_LEN)
+        .map(char::from)
+        .collect()
+}
+
 /// Whether every retrieval worker (their applied `DOCS` sequences) can search `record`.
 pub fn is_indexed(record: &UploadRecord, applied: &[u64]) -> bool {
     match (record.state, record.docs_seq) {
@@ -142,16 +165,17 @@ impl Uploads {
         })
     }
 
-    /// Stores the file, records it as queued and queues its conversion (gateway).
+    /// Stores the file, records it as queued and queues its conversion (gateway). The
+    /// file of the upload it replaces is dropped.
     pub async fn upload(&self, upload: NewUpload) -> Result<UploadRecord> {
         let id = document_id(&upload.collection, &upload.file_name);
+        let upload_id = new_upload_id();
         let meta = object_store::ObjectMetadata {
-            name: id.to_string(),
+            name: object_name(&id, &upload_id),
             description: Some(upload.file_name.clone()),
             ..Default::default()
         };
-        let info = self
-            .files
+        self.files
             .put(meta, &mut upload.bytes.as_ref())
             .await
             .map_err(|e| Error::jetstream("put", format!("object {id}"), e))?;
@@ -162,7 +186,7 @@ impl Uploads {
             file_name: upload.file_name,
             content_type: upload.content_type,
             size: upload.bytes.len() as u64,
-            upload: info.nuid.clone(),
+            upload: upload_id,
             state: UploadState::Queued,
             reason: None,
             title: None,
@@ -171,16 +195,65 @@ impl Uploads {
             uploaded_at_ms: now,
             updated_at_ms: now,
         };
-        self.records
-            .put(id.as_str(), wire::encode(&record)?)
-            .await
-            .map_err(|e| Error::jetstream("put", format!("document record {id}"), e))?;
+        let replaced = self.replace(&record).await?;
         let job = UploadJob::Convert {
             id: id.clone(),
-            upload: info.nuid,
+            upload: record.upload.clone(),
         };
         self.queue(&job, &record.upload).await?;
+        if let Some(old) = replaced {
+            self.drop_file(&old).await;
+        }
         Ok(record)
+    }
+
+    /// Writes `record` over whatever the document's record holds (a compare-and-set, so
+    /// two uploads at once leave one of them recorded, never a mix); returns what it
+    /// replaced.
+    async fn replace(&self, record: &UploadRecord) -> Result<Option<UploadRecord>> {
+        let id = &record.id;
+        let value = wire::encode(record)?;
+        let object = || format!("document record {id}");
+        for _ in 0..MAX_RACES {
+            let current = self.get(id).await?;
+            let written: std::result::Result<(), (bool, async_nats::Error)> = match &current {
+                None => self
+                    .records
+                    .create(id.as_str(), value.clone())
+                    .await
+                    .map(drop)
+                    .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.into())),
+                Some(stored) => self
+                    .records
+                    .update(id.as_str(), value.clone(), stored.revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.into())),
+            };
+            match written {
+                Ok(()) => return Ok(current.map(|stored| stored.record)),
+                Err((true, _)) => continue,
+                Err((false, e)) => return Err(Error::jetstream("put", object(), e)),
+            }
+        }
+        Err(Error::jetstream(
+            "put",
+            object(),
+            format!("lost {MAX_RACES} races with other writers of the record"),
+        ))
+    }
+
+    /// Drops the stored file of an upload that is no longer recorded; a file left over
+    /// only takes room, so a failure is logged, not returned.
+    async fn drop_file(&self, old: &UploadRecord) {
+        let name = object_name(&old.id, &old.upload);
+        match self.files.delete(&name).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e, "cannot drop a replaced upload's file")
+            }
+        }
     }
 
     /// Marks an uploaded document as being deleted and queues its delete (gateway).
@@ -263,30 +336,34 @@ impl Uploads {
         Ok(records)
     }
 
-    /// The original file of a document, to stream back; `None` when it is gone.
-    pub async fn file(&self, id: &DocId) -> Result<Option<object_store::Object>> {
-        match self.files.get(id.as_str()).await {
+    /// The stored file of the upload `record` names, to stream back; `None` when it is
+    /// gone.
+    pub async fn file(&self, record: &UploadRecord) -> Result<Option<object_store::Object>> {
+        let name = object_name(&record.id, &record.upload);
+        match self.files.get(&name).await {
             Ok(object) => Ok(Some(object)),
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::jetstream("get", format!("object {id}"), e)),
+            Err(e) => Err(Error::jetstream("get", format!("object {name}"), e)),
         }
     }
 
-    /// The whole file of upload `upload` of a document (ingest), or `None` when the
-    /// stored file is another upload's or gone.
-    pub async fn read(&self, id: &DocId, upload: &str) -> Result<Option<Vec<u8>>> {
-        let Some(mut object) = self.file(id).await? else {
+    /// The whole stored file of the upload `record` names (ingest), or `None` when it is
+    /// gone.
+    pub async fn read(&self, record: &UploadRecord) -> Result<Option<Vec<u8>>> {
+        let Some(mut object) = self.file(record).await? else {
             return Ok(None);
         };
-        if object.info.nuid != upload {
-            return Ok(None);
-        }
+        let name = object_name(&record.id, &record.upload);
         let mut bytes = Vec::with_capacity(object.info.size);
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| Error::jetstream("read", format!("object {id}"), e))?;
-        Ok(Some(bytes))
+        match tokio::time::timeout(READ_TIMEOUT, object.read_to_end(&mut bytes)).await {
+            Ok(Ok(_)) => Ok(Some(bytes)),
+            Ok(Err(e)) => Err(Error::jetstream("read", format!("object {name}"), e)),
+            Err(_) => Err(Error::jetstream(
+                "read",
+                format!("object {name}"),
+                format!("not read within {} s", READ_TIMEOUT.as_secs()),
+            )),
+        }
     }
 
     /// Writes what became of a job (ingest), unless the record changed since it was
@@ -309,28 +386,28 @@ impl Uploads {
         }
     }
 
-    /// Drops a deleted document's file and record (ingest), once `DOCS` has its
-    /// tombstone.
+    /// Drops a deleted document's record, then its file (ingest), once `DOCS` has its
+    /// tombstone. A record changed since `read` (uploaded again) stays, and the gateway
+    /// that replaced it dropped the file.
     pub async fn forget(&self, read: &Stored) -> Result<()> {
         let id = &read.record.id;
-        match self.files.delete(id.as_str()).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == object_store::DeleteErrorKind::NotFound => {}
-            Err(e) => return Err(Error::jetstream("delete", format!("object {id}"), e)),
-        }
         match self
             .records
             .delete_expect_revision(id.as_str(), Some(read.revision))
             .await
         {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
-            Err(e) => Err(Error::jetstream(
-                "delete",
-                format!("document record {id}"),
-                e,
-            )),
+            Ok(()) => {}
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => return Ok(()),
+            Err(e) => {
+                return Err(Error::jetstream(
+                    "delete",
+                    format!("document record {id}"),
+                    e,
+                ));
+            }
         }
+        self.drop_file(&read.record).await;
+        Ok(())
     }
 }
 

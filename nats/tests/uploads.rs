@@ -1,6 +1,7 @@
 //! The uploads protocol against a real nats-server: a stored file comes back whole, a
-//! job made stale by a newer upload of the same document reads nothing and writes
-//! nothing, and a delete forgets the file and the record.
+//! newer upload of the same document replaces the record and drops the older file (a
+//! job of the older upload reads nothing and writes nothing), and a delete forgets the
+//! record and the file.
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -30,9 +31,14 @@ async fn a_newer_upload_makes_the_older_job_stale_and_a_delete_forgets_it() -> R
     let first = uploads.upload(upload(b"# one")).await?;
     let second = uploads.upload(upload(b"# two, longer")).await?;
     assert_eq!(first.id, second.id, "the same name in the same collection");
+    assert_ne!(first.upload, second.upload);
     assert_eq!(second.state, UploadState::Queued);
-    assert_eq!(uploads.read(&first.id, &first.upload).await?, None);
-    let bytes = uploads.read(&second.id, &second.upload).await?;
+    assert_eq!(
+        uploads.read(&first).await?,
+        None,
+        "the replaced file is dropped"
+    );
+    let bytes = uploads.read(&second).await?;
     assert_eq!(bytes.as_deref(), Some(&b"# two, longer"[..]));
 
     // both jobs are queued; a worker that read the record before the second upload
@@ -72,7 +78,7 @@ async fn a_newer_upload_makes_the_older_job_stale_and_a_delete_forgets_it() -> R
     let read = uploads.get(&first.id).await?.unwrap();
     uploads.forget(&read).await?;
     assert!(uploads.get(&first.id).await?.is_none());
-    assert!(uploads.file(&first.id).await?.is_none());
+    assert!(uploads.file(&second).await?.is_none());
     assert!(uploads.list().await?.is_empty());
     assert!(uploads.delete(&first.id).await?.is_none());
     Ok(())

@@ -56,6 +56,9 @@ pub struct GatewayHttpArgs {
     /// Largest upload request (POST /v1/documents, all its files), in bytes
     #[arg(long, env = "CAUCE_MAX_UPLOAD", default_value_t = 64 << 20)]
     pub max_upload: usize,
+    /// Files one upload request may carry
+    #[arg(long, env = "CAUCE_MAX_UPLOAD_FILES", default_value_t = 16)]
+    pub max_upload_files: usize,
     /// With API keys configured, /metrics needs a key too
     #[arg(long, env = "CAUCE_METRICS_NEED_KEY")]
     pub metrics_need_key: bool,
@@ -127,6 +130,7 @@ impl GatewayHttpArgs {
             admin_api_keys: split(&self.admin_api_keys),
             admin_api_keys_file: self.admin_api_keys_file.clone(),
             max_upload_bytes: self.max_upload,
+            max_upload_files: self.max_upload_files.max(1),
             metrics_need_key: self.metrics_need_key,
             max_in_flight: self.max_in_flight.max(1),
             max_backlog: self.max_backlog,

@@ -154,16 +154,17 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> R
     let record = record(&state, &id).await?;
     let object = state
         .uploads
-        .file(&record.id)
+        .file(&record)
         .await
         .map_err(|err| Error::nats("read an upload", err))?
         .ok_or_else(|| not_found(&record.id))?;
+    let size = object.info.size;
     let mut response = Body::from_stream(ReaderStream::new(object)).into_response();
     let headers = response.headers_mut();
     let content_type = HeaderValue::from_str(&record.content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
