@@ -9,7 +9,7 @@
 //!
 //! `--json` prints one [`Snapshot`] per refresh as a JSON line, for scripts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -304,6 +304,44 @@ fn metrics_line(m: &Metrics) -> Option<String> {
         })
 }
 
+/// One line per model served by more than one inference worker: the prompt tokens and
+/// host-cache figures of all of them together.
+fn inference_totals(workers: &[WorkerView]) -> Vec<String> {
+    let mut by_model: BTreeMap<&str, Vec<&Metrics>> = BTreeMap::new();
+    for worker in workers.iter().filter(|w| w.kind == "inference") {
+        if let Some(metrics) = &worker.metrics {
+            let model = worker.model.as_deref().unwrap_or("-");
+            by_model.entry(model).or_default().push(metrics);
+        }
+    }
+    by_model
+        .into_iter()
+        .filter(|(_, all)| all.len() > 1)
+        .map(|(model, all)| {
+            let sum = |name: &str, gauge: bool| -> f64 {
+                let of = |m: &Metrics| {
+                    let values = if gauge { &m.gauges } else { &m.counters };
+                    values.get(name).copied().unwrap_or(0.0)
+                };
+                all.iter().map(|m| of(m)).sum()
+            };
+            let share = |part: f64, whole: f64| if whole > 0.0 { 100.0 * part / whole } else { 0.0 };
+            let prompt = sum("cauce_inference_prompt_tokens_total", false);
+            format!(
+                "{model}, {} workers together: prompt tokens {prompt} ({:.0}% cached), host cache {:.1} MiB ({:.0}% hits of {} lookups)",
+                all.len(),
+                share(sum("cauce_inference_cached_tokens_total", false), prompt),
+                sum("cauce_inference_host_cache_bytes", true) / f64::from(1 << 20),
+                share(
+                    sum("cauce_inference_host_cache_hits_total", false),
+                    sum("cauce_inference_host_cache_lookups_total", false)
+                ),
+                sum("cauce_inference_host_cache_lookups_total", false),
+            )
+        })
+        .collect()
+}
+
 fn stat(instance: &Instance, key: &str) -> Option<u64> {
     instance.stats_data()?.get(key)?.as_u64()
 }
@@ -535,6 +573,10 @@ pub fn render(snapshot: &Snapshot) -> String {
         }
     }
 
+    for line in inference_totals(&snapshot.workers) {
+        let _ = writeln!(out, "  {line}");
+    }
+
     let _ = writeln!(out, "\nGATEWAYS");
     let _ = writeln!(
         out,
@@ -590,6 +632,40 @@ fn age(now_ms: u64, at_ms: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_of_one_model_are_added_up() {
+        let worker = |id: &str, hits: f64, lookups: f64| {
+            let mut metrics = Metrics::default();
+            metrics
+                .counter("cauce_inference_prompt_tokens_total", 100.0)
+                .counter("cauce_inference_cached_tokens_total", 50.0)
+                .counter("cauce_inference_host_cache_hits_total", hits)
+                .counter("cauce_inference_host_cache_lookups_total", lookups)
+                .gauge("cauce_inference_host_cache_bytes", f64::from(1 << 20));
+            WorkerView {
+                kind: "inference",
+                id: id.into(),
+                model: Some("m".into()),
+                slots: None,
+                busy_slots: None,
+                tokens_generated: None,
+                tokens_per_s: None,
+                jobs_finished: None,
+                searches: None,
+                index_error: None,
+                metrics: Some(metrics),
+            }
+        };
+        let lines = inference_totals(&[worker("a", 1.0, 4.0), worker("b", 3.0, 4.0)]);
+        assert_eq!(
+            lines,
+            [
+                "m, 2 workers together: prompt tokens 200 (50% cached), host cache 2.0 MiB (50% hits of 8 lookups)"
+            ]
+        );
+        assert!(inference_totals(&[worker("a", 1.0, 4.0)]).is_empty());
+    }
 
     #[test]
     fn sizes_and_ages_read_well() {
