@@ -5,8 +5,9 @@ gateway) over the corpus and passes its URL. For every question of the set:
 
 - cauce: POST /v1/search with the conversation (the previous turn, then the question)
   and top_k 10; a source's page is its location without the corpus folder and anchor.
-- the reference: bm25s with Lucene scoring (k1 1.5, b 0.75), Snowball English stemming
-  (PyStemmer) and English stop words, over 200-word passages of each page's main text;
+- the reference: bm25s with Lucene scoring (k1 1.5, b 0.75), Snowball stemming
+  (PyStemmer) and stop words of the corpus' language (`--language`, English by
+  default, or Spanish), over 200-word passages of each page's main text;
   the query is the previous user turn and the question; pages ranked by their best
   passage.
 
@@ -110,13 +111,17 @@ def passages(corpus):
     return out
 
 
+STOPWORDS = {"english": "en", "spanish": "es"}
+
+
 class Reference:
-    def __init__(self, corpus):
+    def __init__(self, corpus, language):
         self.passages = passages(corpus)
-        self.stemmer = Stemmer.Stemmer("english")
+        self.stemmer = Stemmer.Stemmer(language)
+        self.stopwords = STOPWORDS[language]
         tokens = bm25s.tokenize(
             [text for _, text in self.passages],
-            stopwords="en",
+            stopwords=self.stopwords,
             stemmer=self.stemmer,
             show_progress=False,
         )
@@ -125,7 +130,7 @@ class Reference:
 
     def rank(self, query):
         tokens = bm25s.tokenize(
-            [query], stopwords="en", stemmer=self.stemmer, show_progress=False
+            [query], stopwords=self.stopwords, stemmer=self.stemmer, show_progress=False
         )
         k = min(200, len(self.passages))
         docs, _scores = self.model.retrieve(tokens, k=k, show_progress=False)
@@ -182,6 +187,7 @@ def main():
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--questions", required=True)
     parser.add_argument("--json")
+    parser.add_argument("--language", choices=sorted(STOPWORDS), default="english")
     parser.add_argument(
         "--split",
         choices=["all", "tune", "held-out"],
@@ -198,7 +204,7 @@ def main():
     if args.split != "all":
         keep = 0 if args.split == "tune" else 1
         questions = [q for i, q in enumerate(questions) if i % 2 == keep]
-    reference = Reference(corpus)
+    reference = Reference(corpus, args.language)
     rows = []
     for q in questions:
         previous = q.get("previous", [])
