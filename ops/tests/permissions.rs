@@ -199,56 +199,19 @@ async fn each_component_works_as_its_own_user_and_nothing_more() {
 /// A file uploaded through the gateway, converted by the ingest worker, indexed,
 /// downloaded and deleted.
 async fn uploads_work(http: &reqwest::Client, port: u16) {
-    let base = format!("http://127.0.0.1:{port}");
-    let file =
-        reqwest::multipart::Part::bytes(b"# Lakes\n\nSanabria is a glacial lake.\n".to_vec())
-            .file_name("lakes.md");
-    let form = reqwest::multipart::Form::new().part("file", file);
-    let response = http
-        .post(format!("{base}/v1/documents"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let accepted: Value = response.json().await.unwrap();
-    let id = accepted["data"][0]["id"].as_str().unwrap().to_string();
-    let document = format!("{base}/v1/documents/{id}");
-    let state = |doc: &Value| doc["state"].as_str().unwrap_or_default().to_string();
-    let mut doc = Value::Null;
-    for _ in 0..300 {
-        doc = http
-            .get(&document)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if state(&doc) == "indexed" || state(&doc) == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(state(&doc), "indexed", "{doc}");
+    let text = "# Lakes\n\nSanabria is a glacial lake.\n";
+    let id = procs::upload(http, port, "lakes.md", text.as_bytes()).await;
+    procs::wait_document(http, port, &id, "indexed").await;
+    let document = format!("http://127.0.0.1:{port}/v1/documents/{id}");
     let content = http
         .get(format!("{document}/content"))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        content.text().await.unwrap(),
-        "# Lakes\n\nSanabria is a glacial lake.\n"
-    );
+    assert_eq!(content.text().await.unwrap(), text);
     let deleted = http.delete(&document).send().await.unwrap();
     assert_eq!(deleted.status(), 202);
-    for _ in 0..300 {
-        if http.get(&document).send().await.unwrap().status() == 404 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{id} was never deleted");
+    procs::wait_document(http, port, &id, "gone").await;
 }
 
 /// The server log's lines about refused publishes and subscriptions.

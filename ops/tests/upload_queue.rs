@@ -8,20 +8,7 @@ mod procs;
 use std::time::Duration;
 
 use cauce_nats::testkit::NatsServer;
-use procs::{Proc, free_port, wait_healthy};
-use serde_json::Value;
-
-async fn state(http: &reqwest::Client, port: u16, id: &str) -> String {
-    let doc: Value = http
-        .get(format!("http://127.0.0.1:{port}/v1/documents/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    doc["state"].as_str().unwrap_or_default().to_string()
-}
+use procs::{Proc, document_state, free_port, upload, wait_document, wait_healthy};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_waits_queued_until_an_ingest_worker_takes_it() {
@@ -37,18 +24,13 @@ async fn an_upload_waits_queued_until_an_ingest_worker_takes_it() {
     let http = reqwest::Client::new();
     wait_healthy(&http, port).await;
 
-    let file =
-        reqwest::multipart::Part::bytes(b"# Tides\n\nSpring tides follow the new moon.\n".to_vec())
-            .file_name("tides.md");
-    let response = http
-        .post(format!("http://127.0.0.1:{port}/v1/documents"))
-        .multipart(reqwest::multipart::Form::new().part("file", file))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let accepted: Value = response.json().await.unwrap();
-    let id = accepted["data"][0]["id"].as_str().unwrap().to_string();
+    let id = upload(
+        &http,
+        port,
+        "tides.md",
+        b"# Tides\n\nSpring tides follow the new moon.\n",
+    )
+    .await;
 
     // the gateway that took it goes away; another one finds it still queued
     gateway.stop();
@@ -56,17 +38,11 @@ async fn an_upload_waits_queued_until_an_ingest_worker_takes_it() {
     let _gateway = procs::gateway(&url, "gw-queue-2", port, &["--rate-limit", "0"]);
     wait_healthy(&http, port).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(state(&http, port, &id).await, "queued");
+    assert_eq!(
+        document_state(&http, port, &id).await,
+        (200, "queued".into())
+    );
 
     let _ingest = Proc::spawn("ingest", &mut procs::cauce(&url, &["ingest", "--follow"]));
-    for _ in 0..600 {
-        if state(&http, port, &id).await == "indexed" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{id} never became indexed: {}",
-        state(&http, port, &id).await
-    );
+    wait_document(&http, port, &id, "indexed").await;
 }

@@ -199,3 +199,46 @@ pub async fn wait_task(http: &reqwest::Client, port: u16, id: &str) -> Value {
     }
     panic!("task {id} never ended: {last}");
 }
+
+/// `POST /v1/documents` with one file (no key); returns the document's id.
+pub async fn upload(http: &reqwest::Client, port: u16, name: &str, bytes: &[u8]) -> String {
+    let file = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string());
+    let response = http
+        .post(format!("http://127.0.0.1:{port}/v1/documents"))
+        .multipart(reqwest::multipart::Form::new().part("file", file))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(status.as_u16(), 202, "{accepted}");
+    accepted["data"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// The status of `GET /v1/documents/{id}` and the document's state.
+pub async fn document_state(http: &reqwest::Client, port: u16, id: &str) -> (u16, String) {
+    let response = http
+        .get(format!("http://127.0.0.1:{port}/v1/documents/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let doc: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        doc["state"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Waits until the document's state is `want` (`gone`: answered 404).
+pub async fn wait_document(http: &reqwest::Client, port: u16, id: &str, want: &str) {
+    let mut last = (0, String::new());
+    for _ in 0..600 {
+        last = document_state(http, port, id).await;
+        if last.1 == want || (want == "gone" && last.0 == 404) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("document {id} never became {want}: {last:?}");
+}
