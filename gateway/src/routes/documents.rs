@@ -177,15 +177,31 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> R
             HeaderValue::from_static("sandbox"),
         );
     }
-    let disposition = format!(
-        "{}; filename=\"{}\"",
-        if inline { "inline" } else { "attachment" },
-        record.file_name.replace(['"', '\\'], "_")
-    );
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
+    let kind = if inline { "inline" } else { "attachment" };
+    if let Ok(value) = HeaderValue::from_str(&disposition(kind, &record.file_name)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// `inline; filename="…"; filename*=UTF-8''…` (RFC 6266): an ASCII name for every client,
+/// the exact one, percent-encoded, for those that read it.
+fn disposition(kind: &str, file_name: &str) -> String {
+    let ascii: String = file_name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded: String = file_name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 async fn record(state: &AppState, id: &str) -> Result<UploadRecord> {
@@ -303,4 +319,17 @@ fn view(record: &UploadRecord, applied: &[u64]) -> Value {
         "location": uploads::content_location(&record.id),
         "uploaded_at": record.uploaded_at_ms / 1000,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_given_in_ascii_and_exactly() {
+        assert_eq!(
+            disposition("inline", "Física 1 \"a\".pdf"),
+            "inline; filename=\"F_sica 1 _a_.pdf\"; filename*=UTF-8''F%C3%ADsica%201%20%22a%22.pdf"
+        );
+    }
 }
