@@ -225,7 +225,8 @@ pub fn slug(text: &str) -> String {
     out
 }
 
-fn random_alphanumeric(len: usize) -> String {
+/// `len` random ASCII letters and digits.
+pub(crate) fn random_alphanumeric(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(len)

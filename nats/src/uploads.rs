@@ -103,12 +103,7 @@ fn object_name(id: &DocId, upload: &str) -> String {
 }
 
 fn new_upload_id() -> String {
-    use rand::Rng;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(UPLOAD_ID_LEN)
-        .map(char::from)
-        .collect()
+    crate::ids::random_alphanumeric(UPLOAD_ID_LEN)
 }
 
 /// Whether every retrieval worker (their applied `DOCS` sequences) can search `record`.
