@@ -1,17 +1,17 @@
 //! Dense embeddings for hybrid retrieval: all-MiniLM-L6-v2 (a 6-layer BERT, 384
-//! dimensions) run by candle on the CPU, with its own WordPiece tokenizer. A text's
-//! vector is the mean of its tokens' last hidden states, L2-normalized, as
-//! sentence-transformers computes it, so a dot product is the cosine similarity.
+//! dimensions) run on the CPU by its own forward pass ([`bert`]), with its WordPiece
+//! tokenizer. A text's vector is the mean of its tokens' last hidden states,
+//! L2-normalized, as sentence-transformers computes it, so a dot product is the cosine
+//! similarity.
 //!
 //! `ops/setup` installs the model's three files, each checked by SHA-256, into
 //! `<home>/models/all-MiniLM-L6-v2`.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
+
+mod bert;
 
 /// The folder name `ops/setup` installs the model under, in the models directory.
 pub const MODEL_DIR_NAME: &str = "all-MiniLM-L6-v2";
@@ -35,9 +35,8 @@ pub enum EmbedError {
 
 /// A loaded embedding model. Running it is CPU-bound: call it from a blocking thread.
 pub struct Embedder {
-    model: BertModel,
+    model: bert::Bert,
     tokenizer: Tokenizer,
-    device: Device,
 }
 
 impl Embedder {
@@ -53,8 +52,14 @@ impl Embedder {
             dir: dir.to_path_buf(),
             reason,
         };
-        let config: Config = serde_json::from_slice(&read("config.json")?)
+        let shape: bert::Shape = serde_json::from_slice(&read("config.json")?)
             .map_err(|err| load_error(format!("config.json: {err}")))?;
+        if shape.hidden_size != DIM {
+            return Err(load_error(format!(
+                "{} dimensions, not {DIM}",
+                shape.hidden_size
+            )));
+        }
         let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|err| load_error(format!("tokenizer.json: {err}")))?;
         tokenizer
@@ -63,61 +68,55 @@ impl Embedder {
                 ..TruncationParams::default()
             }))
             .map_err(|err| load_error(format!("truncation: {err}")))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
-        let device = Device::Cpu;
-        let weights = read("model.safetensors")?;
-        let vars = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+        tokenizer.with_padding(None);
+        let model = bert::Bert::load(&read("model.safetensors")?, shape)
             .map_err(|err| load_error(format!("model.safetensors: {err}")))?;
-        let model = BertModel::load(vars, &config)
-            .map_err(|err| load_error(format!("model.safetensors: {err}")))?;
-        if config.hidden_size != DIM {
-            return Err(load_error(format!(
-                "{} dimensions, not {DIM}",
-                config.hidden_size
-            )));
+        Ok(Self { model, tokenizer })
+    }
+
+    /// The vectors of `texts`, in order, each of [`DIM`] floats with length 1. Several
+    /// texts are shared among the CPU's cores; one runs on the calling thread.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(texts.len());
+        if threads <= 1 {
+            return texts.iter().map(|text| self.embed_one(text)).collect();
         }
-        Ok(Self {
-            model,
-            tokenizer,
-            device,
+        let share = texts.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = texts
+                .chunks(share)
+                .map(|part| {
+                    scope.spawn(move || -> Result<Vec<_>, EmbedError> {
+                        part.iter().map(|text| self.embed_one(text)).collect()
+                    })
+                })
+                .collect();
+            let mut vectors = Vec::with_capacity(texts.len());
+            for part in parts {
+                let part = part
+                    .join()
+                    .map_err(|_| EmbedError::Run("an embedding thread panicked".into()))?;
+                vectors.extend(part?);
+            }
+            Ok(vectors)
         })
     }
 
-    /// The vectors of `texts`, in order, each of [`DIM`] floats with length 1.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let run = |err: &dyn std::fmt::Display| EmbedError::Run(err.to_string());
-        let encodings = self
+    /// The vector of one text.
+    fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let encoding = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| run(&e))?;
-        let rows = |pick: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor, EmbedError> {
-            let rows: Vec<Tensor> = encodings
-                .iter()
-                .map(|e| Tensor::new(pick(e), &self.device))
-                .collect::<candle_core::Result<_>>()
-                .map_err(|e| run(&e))?;
-            Tensor::stack(&rows, 0).map_err(|e| run(&e))
-        };
-        let ids = rows(&|e| e.get_ids())?;
-        let types = rows(&|e| e.get_type_ids())?;
-        let mask = rows(&|e| e.get_attention_mask())?;
-        let pooled = (|| {
-            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let counts = mask.sum(1)?.clamp(1.0, f64::MAX)?;
-            let mean = summed.broadcast_div(&counts)?;
-            let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            mean.broadcast_div(&norms)?.to_vec2::<f32>()
-        })()
-        .map_err(|e: candle_core::Error| run(&e))?;
-        Ok(pooled)
+            .encode(text, true)
+            .map_err(|e| EmbedError::Run(e.to_string()))?;
+        let mut mean = self
+            .model
+            .mean_hidden(encoding.get_ids())
+            .map_err(EmbedError::Run)?;
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        mean.iter_mut().for_each(|v| *v /= norm);
+        Ok(mean)
     }
 }
 

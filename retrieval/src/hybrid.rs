@@ -3,7 +3,7 @@
 //!
 //! A candidate's fused score is `(1 − w) · bm25 / best bm25 + w · cosine`, with `w` the
 //! weight given. The worker computes the passages' vectors in the background as it
-//! follows `DOCS` ([`Hybrid::backfill`], about 0.1 s a passage on two cores) and keeps
+//! follows `DOCS` ([`Hybrid::backfill`], about 18 passages a second on two cores) and keeps
 //! them, by the SHA-256 of each passage's text, in memory and in a file beside the
 //! index (records of the 32-byte hash and 384 little-endian `f32`), so a restart does
 //! not compute them again. A search whose candidates do not all have their vector yet

@@ -13,7 +13,7 @@ use cauce_nats::DocId;
 use cauce_nats::wire::Passage;
 use cauce_retrieval::WorkerConfig;
 use cauce_retrieval::context::Hit;
-use cauce_retrieval::embed::MODEL_DIR_NAME;
+use cauce_retrieval::embed::{Embedder, MODEL_DIR_NAME};
 use cauce_retrieval::hybrid::{Hybrid, HybridConfig, Reranked};
 use common::*;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,50 @@ fn hit(doc: &str, score: f32, text: &str) -> Hit {
 
 fn open(config: &HybridConfig) -> Hybrid {
     Hybrid::open(config).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// The first components of two questions' vectors as candle's BERT computed them
+/// (sentence-transformers' mean pooling), before the model had its own forward pass.
+#[test]
+fn vectors_are_the_models_reference_vectors() {
+    let embedder = Embedder::load(&model_dir()).unwrap_or_else(|err| panic!("{err}"));
+    let reference: [(&str, [f32; 6]); 2] = [
+        (
+            "How do I sort a list in Python?",
+            [
+                0.010174951,
+                0.05540417,
+                0.033831816,
+                -0.014342589,
+                0.019423248,
+                -0.057675853,
+            ],
+        ),
+        (
+            "¿Cómo ordeno una lista?",
+            [
+                -0.034806132,
+                0.00939961,
+                -0.062355906,
+                0.02140946,
+                -0.008532265,
+                0.047027767,
+            ],
+        ),
+    ];
+    let texts: Vec<&str> = reference.iter().map(|(text, _)| *text).collect();
+    // several texts at once (shared among threads) and one alone give the same vectors
+    let together = embedder.embed(&texts).unwrap();
+    for ((text, expected), vector) in reference.iter().zip(&together) {
+        let alone = embedder.embed(&[text]).unwrap().pop().unwrap();
+        assert_eq!(&alone, vector, "{text}");
+        assert_eq!(vector.len(), cauce_retrieval::embed::DIM);
+        let norm: f32 = vector.iter().map(|v| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-4, "{text}: |v|² = {norm}");
+        for (got, want) in vector.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{text}: {:?}", &vector[..6]);
+        }
+    }
 }
 
 #[test]
