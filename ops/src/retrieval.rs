@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cauce_inference::Vocabularies;
 use cauce_nats::{Need, PromptCounter, connect};
 use cauce_retrieval::embed::MODEL_DIR_NAME;
-use cauce_retrieval::hybrid::HybridConfig;
+use cauce_retrieval::hybrid::{self, HybridConfig};
 use cauce_retrieval::{Language, WorkerConfig};
 use clap::Args;
 use tracing::info;
@@ -105,8 +105,12 @@ pub struct HybridArgs {
     #[arg(long, env = "CAUCE_HYBRID", value_enum, default_value_t = HybridMode::Auto)]
     hybrid: HybridMode,
     /// Weight of the dense similarity in the fused score, 0 to 1
-    #[arg(long, env = "CAUCE_HYBRID_WEIGHT", default_value_t = HYBRID_WEIGHT)]
+    #[arg(long, env = "CAUCE_HYBRID_WEIGHT", default_value_t = hybrid::DEFAULT_WEIGHT)]
     hybrid_weight: f32,
+    /// Passages nearest the question by their vectors that join BM25's candidates (0:
+    /// BM25's candidates alone are re-scored)
+    #[arg(long, env = "CAUCE_DENSE_CANDIDATES", default_value_t = hybrid::DEFAULT_DENSE_CANDIDATES)]
+    dense_candidates: usize,
     /// Folder of the embedding model [default: <home>/models/all-MiniLM-L6-v2]
     #[arg(long, env = "CAUCE_EMBEDDING_MODEL")]
     embedding_model: Option<PathBuf>,
@@ -114,9 +118,6 @@ pub struct HybridArgs {
     #[arg(long, env = "CAUCE_VECTORS_FILE")]
     vectors_file: Option<PathBuf>,
 }
-
-/// The dense weight tuned on the even questions of ops/eval-retrieval (0.3, 0.5, 0.7).
-const HYBRID_WEIGHT: f32 = 0.5;
 
 impl HybridArgs {
     /// The hybrid settings for a worker of `language` whose index is `index_dir`, or
@@ -153,6 +154,7 @@ impl HybridArgs {
             vectors_file: (self.vectors_file.clone())
                 .unwrap_or_else(|| index_dir.join("vectors.bin")),
             weight: self.hybrid_weight,
+            dense_candidates: self.dense_candidates,
         }))
     }
 }

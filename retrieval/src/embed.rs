@@ -120,7 +120,8 @@ impl Embedder {
     }
 }
 
-/// The dot product of two vectors of length 1: their cosine similarity.
+/// The dot product of two vectors of length 1: their cosine similarity (summed in
+/// vector lanes: the nearest search takes one per passage of the index).
 pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    bert::dot(a, b)
 }

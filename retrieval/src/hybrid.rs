@@ -1,8 +1,12 @@
-//! Hybrid ranking: BM25's best candidates re-scored with the cosine similarity of their
-//! dense vectors to the question's.
+//! Hybrid ranking: BM25's best candidates, joined by the passages whose dense vectors
+//! are nearest the question's, re-scored with both.
 //!
-//! A candidate's fused score is `(1 − w) · bm25 / best bm25 + w · cosine`, with `w` the
-//! weight given. The worker computes the passages' vectors in the background as it
+//! The nearest passages come from a brute-force dot product over every passage's
+//! vector (the Python documentation's 15,227 passages are about 6 M multiply-adds), so
+//! a page that shares the question's meaning but not its words is found too. A
+//! candidate's fused score is `(1 − w) · bm25 / best bm25 + w · cosine`, with `w` the
+//! weight given (a passage found only by its vector has the BM25 score of the question's
+//! terms in it, often 0). The worker computes the passages' vectors in the background as it
 //! follows `DOCS` ([`Hybrid::backfill`], about 18 passages a second on two cores) and keeps
 //! them, by the SHA-256 of each passage's text, in memory and in a file beside the
 //! index (records of the 32-byte hash and 384 little-endian `f32`), so a restart does
@@ -13,8 +17,8 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -32,10 +36,32 @@ pub struct HybridConfig {
     pub vectors_file: PathBuf,
     /// Weight of the cosine similarity in the fused score, 0 to 1.
     pub weight: f32,
+    /// Passages nearest the question by their vectors that join BM25's candidates.
+    pub dense_candidates: usize,
 }
 
-/// BM25's best candidates that are re-scored; the rest count a similarity of 0 (the
-/// chat's default of 4 sources fetches 32 candidates).
+/// The dense weight tuned on the even questions of `ops/eval-retrieval` (0.3, 0.5, 0.7).
+pub const DEFAULT_WEIGHT: f32 = 0.5;
+/// The dense candidates tuned on the even questions of `ops/eval-retrieval`.
+pub const DEFAULT_DENSE_CANDIDATES: usize = 16;
+
+/// Where a passage is in the index: its document and its position there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PassageKey {
+    pub doc_id: String,
+    pub ord: u64,
+}
+
+/// A passage of the index, for computing its vector.
+#[derive(Clone, Debug)]
+pub struct IndexedPassage {
+    pub key: PassageKey,
+    pub text: String,
+}
+
+/// BM25's best candidates that must all have their vector for a search to fuse (the
+/// chat's default of 4 sources fetches 32 candidates); a later one without its vector
+/// counts a similarity of 0.
 const RERANK_DEPTH: usize = 32;
 /// Passages embedded at once by the backfill.
 const BATCH: usize = 16;
@@ -46,7 +72,10 @@ type TextHash = [u8; 32];
 pub struct Hybrid {
     embedder: Embedder,
     weight: f32,
+    dense_candidates: usize,
     vectors: Mutex<Vectors>,
+    /// The index's passages that have a vector, as of the last backfill.
+    dense: RwLock<Arc<Dense>>,
     /// Passages of the index without a vector, as of the last backfill; -1 before one.
     pending: AtomicI64,
 }
@@ -54,6 +83,13 @@ pub struct Hybrid {
 struct Vectors {
     known: HashMap<TextHash, Vec<f32>>,
     file: Option<File>,
+}
+
+/// Passages and their vectors, one row of [`DIM`] floats each, for the nearest search.
+#[derive(Default)]
+struct Dense {
+    keys: Vec<PassageKey>,
+    rows: Vec<f32>,
 }
 
 impl Hybrid {
@@ -70,21 +106,29 @@ impl Hybrid {
         Ok(Self {
             embedder,
             weight: config.weight.clamp(0.0, 1.0),
+            dense_candidates: config.dense_candidates,
             vectors: Mutex::new(Vectors { known, file }),
+            dense: RwLock::default(),
             pending: AtomicI64::new(-1),
         })
     }
 
-    /// Re-scores `hits` for `query` and sorts them best first. The BM25 order stays
-    /// when a candidate's vector is not computed yet, or the model fails.
-    pub fn rerank(&self, query: &str, hits: &mut [Hit]) -> Reranked {
+    /// Adds to `hits` the passages nearest `query` by their vectors (`fetch` reads them
+    /// from the index, with their BM25 score), re-scores them all and sorts them best
+    /// first. The BM25 order stays when a candidate's vector is not computed yet, or the
+    /// model fails.
+    pub fn rerank(
+        &self,
+        query: &str,
+        hits: &mut Vec<Hit>,
+        fetch: impl FnOnce(&[PassageKey]) -> Vec<Hit>,
+    ) -> Reranked {
         if hits.is_empty() || query.trim().is_empty() {
             return Reranked::Skipped;
         }
-        let depth = hits.len().min(RERANK_DEPTH);
-        let Some(vectors) = self.known_vectors(&hits[..depth]) else {
+        if !self.all_known(&hits[..hits.len().min(RERANK_DEPTH)]) {
             return Reranked::Warming;
-        };
+        }
         let question = match self.embedder.embed(&[query]) {
             Ok(mut vectors) => vectors.pop().unwrap_or_else(|| vec![0.0; DIM]),
             Err(err) => {
@@ -92,44 +136,83 @@ impl Hybrid {
                 return Reranked::Skipped;
             }
         };
+        let nearest = self.nearest(&question, hits);
+        if !nearest.is_empty() {
+            hits.extend(fetch(&nearest));
+        }
+        self.fuse(&question, hits);
+        Reranked::Fused
+    }
+
+    /// The keys of the passages nearest `question` that are not among `hits`.
+    fn nearest(&self, question: &[f32], hits: &[Hit]) -> Vec<PassageKey> {
+        if self.dense_candidates == 0 {
+            return Vec::new();
+        }
+        let dense = self.dense.read().expect("not poisoned").clone();
+        let found = |key: &PassageKey| {
+            hits.iter()
+                .any(|h| h.ord == key.ord && h.passage.doc_id.as_str() == key.doc_id)
+        };
+        dense
+            .nearest(question, self.dense_candidates + hits.len())
+            .into_iter()
+            .map(|row| &dense.keys[row])
+            .filter(|key| !found(key))
+            .take(self.dense_candidates)
+            .cloned()
+            .collect()
+    }
+
+    /// Scores each hit `(1 − w) · bm25 / best bm25 + w · cosine` (a cosine of 0 where
+    /// its vector is not known) and sorts them best first.
+    fn fuse(&self, question: &[f32], hits: &mut [Hit]) {
         let best = hits
             .iter()
             .map(|h| h.passage.score)
             .fold(f32::MIN, f32::max)
             .max(f32::MIN_POSITIVE);
-        let cosines = vectors
+        let vectors = self.vectors.lock().expect("not poisoned");
+        let cosines: Vec<f32> = hits
             .iter()
-            .map(|v| similarity(&question, v))
-            .chain(std::iter::repeat(0.0));
+            .map(|hit| {
+                vectors
+                    .known
+                    .get(&hash(&hit.passage.text))
+                    .map_or(0.0, |v| similarity(question, v))
+            })
+            .collect();
+        drop(vectors);
         for (hit, cosine) in hits.iter_mut().zip(cosines) {
             hit.passage.score =
                 (1.0 - self.weight) * hit.passage.score / best + self.weight * cosine;
         }
         hits.sort_by(|a, b| b.passage.score.total_cmp(&a.passage.score));
-        Reranked::Fused
     }
 
-    /// The vectors of the hits' texts, if every one is known.
-    fn known_vectors(&self, hits: &[Hit]) -> Option<Vec<Vec<f32>>> {
+    /// Whether every hit's vector is known.
+    fn all_known(&self, hits: &[Hit]) -> bool {
         let vectors = self.vectors.lock().expect("not poisoned");
         hits.iter()
-            .map(|h| vectors.known.get(&hash(&h.passage.text)).cloned())
-            .collect()
+            .all(|h| vectors.known.contains_key(&hash(&h.passage.text)))
     }
 
-    /// Computes and keeps the vectors of the `texts` that have none, in batches, until
-    /// `cancel` fires; returns how many it computed.
+    /// Computes and keeps the vectors of the `passages` that have none, in batches,
+    /// until `cancel` fires, then makes `passages` the ones the nearest search reads;
+    /// returns how many it computed.
     pub fn backfill(
         &self,
-        texts: &[String],
+        passages: &[IndexedPassage],
         cancel: &CancellationToken,
     ) -> Result<usize, EmbedError> {
+        let hashes: Vec<TextHash> = passages.iter().map(|p| hash(&p.text)).collect();
         let missing: Vec<(TextHash, &str)> = {
             let vectors = self.vectors.lock().expect("not poisoned");
-            texts
+            hashes
                 .iter()
-                .map(|t| (hash(t), t.as_str()))
-                .filter(|(h, _)| !vectors.known.contains_key(h))
+                .zip(passages)
+                .filter(|(h, _)| !vectors.known.contains_key(*h))
+                .map(|(h, p)| (*h, p.text.as_str()))
                 .collect()
         };
         self.pending.store(missing.len() as i64, Ordering::Relaxed);
@@ -148,7 +231,25 @@ impl Hybrid {
             self.pending
                 .fetch_sub(batch.len() as i64, Ordering::Relaxed);
         }
+        if !cancel.is_cancelled() {
+            self.index_dense(passages, &hashes);
+        }
         Ok(computed)
+    }
+
+    /// Makes the `passages` that have a vector the ones the nearest search reads.
+    fn index_dense(&self, passages: &[IndexedPassage], hashes: &[TextHash]) {
+        let mut dense = Dense::default();
+        {
+            let vectors = self.vectors.lock().expect("not poisoned");
+            for (passage, hash) in passages.iter().zip(hashes) {
+                if let Some(vector) = vectors.known.get(hash) {
+                    dense.keys.push(passage.key.clone());
+                    dense.rows.extend_from_slice(vector);
+                }
+            }
+        }
+        *self.dense.write().expect("not poisoned") = Arc::new(dense);
     }
 
     /// Vectors known, for the stats.
@@ -171,6 +272,25 @@ pub enum Reranked {
     Warming,
     /// Nothing to rank, or the model failed: BM25's order.
     Skipped,
+}
+
+impl Dense {
+    /// The rows of the `k` vectors nearest `question`, nearest first.
+    fn nearest(&self, question: &[f32], k: usize) -> Vec<usize> {
+        let mut scored: Vec<(f32, usize)> = self
+            .rows
+            .chunks_exact(DIM)
+            .map(|row| similarity(question, row))
+            .zip(0..)
+            .collect();
+        let by_score = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0);
+        if scored.len() > k && k > 0 {
+            scored.select_nth_unstable_by(k - 1, by_score);
+            scored.truncate(k);
+        }
+        scored.sort_unstable_by(by_score);
+        scored.into_iter().take(k).map(|(_, row)| row).collect()
+    }
 }
 
 impl Vectors {

@@ -13,12 +13,12 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::schema::Value;
-use tantivy::{IndexReader, TantivyDocument, Term};
+use tantivy::{DocAddress, IndexReader, TantivyDocument, Term};
 use tracing::warn;
 
 use crate::context::{self, Hit};
 use crate::error::{Error, Result};
-use crate::hybrid::{Hybrid, Reranked};
+use crate::hybrid::{Hybrid, IndexedPassage, PassageKey, Reranked};
 use crate::index::LocalIndex;
 use crate::query::{MAX_QUERY_TERMS, SearchTerms};
 use crate::schema::{Fields, Language};
@@ -94,22 +94,31 @@ impl Searcher {
         self.hybrid.as_ref()
     }
 
-    /// The text of every passage in the index now, for computing their vectors.
-    pub fn passage_texts(&self) -> Result<Vec<String>> {
+    /// Every passage in the index now, for computing their vectors.
+    pub fn passages_to_embed(&self) -> Result<Vec<IndexedPassage>> {
         let searcher = self.reader.searcher();
-        let mut texts = Vec::new();
+        let f = self.fields;
+        let mut passages = Vec::new();
         for segment in searcher.segment_readers() {
             let store = segment
                 .get_store_reader(16)
                 .map_err(|e| Error::index("open the document store")(e.into()))?;
             for doc in store.iter::<TantivyDocument>(segment.alive_bitset()) {
                 let doc = doc.map_err(Error::index("read document"))?;
-                if let Some(text) = doc.get_first(self.fields.text).and_then(|v| v.as_str()) {
-                    texts.push(text.to_string());
+                let text = |field| doc.get_first(field).and_then(|v| v.as_str());
+                let ord = doc.get_first(f.ord).and_then(|v| v.as_u64());
+                if let (Some(doc_id), Some(ord), Some(text)) = (text(f.doc_id), ord, text(f.text)) {
+                    passages.push(IndexedPassage {
+                        key: PassageKey {
+                            doc_id: doc_id.to_string(),
+                            ord,
+                        },
+                        text: text.to_string(),
+                    });
                 }
             }
         }
-        Ok(texts)
+        Ok(passages)
     }
 
     /// Documents in the index now: their first passages.
@@ -161,11 +170,33 @@ impl Searcher {
         let terms = terms
             .most_selective(&searcher, &self.fields, MAX_QUERY_TERMS)
             .map_err(Error::index("look up term frequencies"))?;
-        let query = self.in_collections(terms.to_query(&self.fields), collections);
+        let scoring = terms.to_query(&self.fields);
+        let query = self.in_collections(scoring.box_clone(), collections);
         let collector = TopDocs::with_limit(top_k * CANDIDATES_PER_PASSAGE).order_by_score();
         let top = searcher
             .search(&*query, &collector)
             .map_err(Error::index("search"))?;
+        let mut hits = self.hits(&searcher, top)?;
+        if let Some(hybrid) = &self.hybrid {
+            let fetch = |keys: &[PassageKey]| {
+                self.passages_at(&searcher, keys, &*scoring, collections)
+                    .inspect_err(|err| warn!(error = %err, "nearest passages not read"))
+                    .unwrap_or_default()
+            };
+            let counter = match hybrid.rerank(question, &mut hits, fetch) {
+                Reranked::Fused => Some(&self.stats.hybrid_fused),
+                Reranked::Warming => Some(&self.stats.hybrid_warming),
+                Reranked::Skipped => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(context::assemble(hits, top_k))
+    }
+
+    /// The hits of `top`, read from the index.
+    fn hits(&self, searcher: &tantivy::Searcher, top: Vec<(f32, DocAddress)>) -> Result<Vec<Hit>> {
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let doc: TantivyDocument = searcher
@@ -176,17 +207,45 @@ impl Searcher {
                 None => warn!(?address, "indexed passage lacks a stored field, skipped"),
             }
         }
-        if let Some(hybrid) = &self.hybrid {
-            let counter = match hybrid.rerank(question, &mut hits) {
-                Reranked::Fused => Some(&self.stats.hybrid_fused),
-                Reranked::Warming => Some(&self.stats.hybrid_warming),
-                Reranked::Skipped => None,
-            };
-            if let Some(counter) = counter {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(context::assemble(hits, top_k))
+        Ok(hits)
+    }
+
+    /// The passages at `keys` that are in `collections`, each scored as `query` scores
+    /// it (0 when it holds none of its terms).
+    fn passages_at(
+        &self,
+        searcher: &tantivy::Searcher,
+        keys: &[PassageKey],
+        query: &dyn Query,
+        collections: &[Collection],
+    ) -> Result<Vec<Hit>> {
+        let f = self.fields;
+        let term =
+            |term| Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>;
+        let at = keys
+            .iter()
+            .map(|key| {
+                let both = BooleanQuery::new(vec![
+                    (
+                        Occur::Must,
+                        term(Term::from_field_text(f.doc_id, &key.doc_id)),
+                    ),
+                    (Occur::Must, term(Term::from_field_u64(f.ord, key.ord))),
+                ]);
+                (Occur::Should, Box::new(both) as Box<dyn Query>)
+            })
+            .collect();
+        let located = ConstScoreQuery::new(Box::new(BooleanQuery::new(at)), 0.0);
+        let scored = BooleanQuery::new(vec![
+            (Occur::Must, Box::new(located) as Box<dyn Query>),
+            (Occur::Should, query.box_clone()),
+        ]);
+        let query = self.in_collections(Box::new(scored), collections);
+        let collector = TopDocs::with_limit(keys.len().max(1)).order_by_score();
+        let top = searcher
+            .search(&*query, &collector)
+            .map_err(Error::index("search"))?;
+        self.hits(searcher, top)
     }
 
     /// `query` limited to passages of `collections` (every passage when it is empty),

@@ -230,8 +230,8 @@ async fn backfill_vectors(
         let pass_searcher = searcher.clone();
         let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || -> Result<usize> {
-            let texts = pass_searcher.passage_texts()?;
-            Ok(pass_hybrid.backfill(&texts, &pass_cancel)?)
+            let passages = pass_searcher.passages_to_embed()?;
+            Ok(pass_hybrid.backfill(&passages, &pass_cancel)?)
         })
         .await;
         match pass {

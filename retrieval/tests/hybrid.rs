@@ -14,7 +14,7 @@ use cauce_nats::wire::Passage;
 use cauce_retrieval::WorkerConfig;
 use cauce_retrieval::context::Hit;
 use cauce_retrieval::embed::{Embedder, MODEL_DIR_NAME};
-use cauce_retrieval::hybrid::{Hybrid, HybridConfig, Reranked};
+use cauce_retrieval::hybrid::{Hybrid, HybridConfig, IndexedPassage, PassageKey, Reranked};
 use common::*;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,7 @@ fn config(vectors_file: PathBuf) -> HybridConfig {
         model_dir: model_dir(),
         vectors_file,
         weight: 0.5,
+        dense_candidates: 16,
     }
 }
 
@@ -99,6 +100,20 @@ fn vectors_are_the_models_reference_vectors() {
     }
 }
 
+fn indexed(hit: &Hit) -> IndexedPassage {
+    IndexedPassage {
+        key: PassageKey {
+            doc_id: hit.passage.doc_id.as_str().to_string(),
+            ord: hit.ord,
+        },
+        text: hit.passage.text.clone(),
+    }
+}
+
+fn no_fetch(_: &[PassageKey]) -> Vec<Hit> {
+    Vec::new()
+}
+
 #[test]
 fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,16 +134,18 @@ fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
     ];
     let query = "how do I delete a python file";
     // no vectors yet: BM25's order stays
-    assert_eq!(hybrid.rerank(query, &mut hits), Reranked::Warming);
+    assert_eq!(hybrid.rerank(query, &mut hits, no_fetch), Reranked::Warming);
     assert_eq!(hits[0].passage.doc_id.as_str(), "snakes");
 
-    let texts: Vec<String> = hits.iter().map(|h| h.passage.text.clone()).collect();
-    let computed = hybrid.backfill(&texts, &CancellationToken::new()).unwrap();
+    let passages: Vec<IndexedPassage> = hits.iter().map(indexed).collect();
+    let computed = hybrid
+        .backfill(&passages, &CancellationToken::new())
+        .unwrap();
     assert_eq!(
         (computed, hybrid.vectors(), hybrid.pending()),
         (2, 2, Some(0))
     );
-    assert_eq!(hybrid.rerank(query, &mut hits), Reranked::Fused);
+    assert_eq!(hybrid.rerank(query, &mut hits, no_fetch), Reranked::Fused);
     assert_eq!(hits[0].passage.doc_id.as_str(), "files", "{hits:#?}");
     assert!(hits[0].passage.score > hits[1].passage.score);
 
@@ -137,9 +154,62 @@ fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
     let reopened = open(&config);
     assert_eq!(reopened.vectors(), 2);
     let computed = reopened
-        .backfill(&texts, &CancellationToken::new())
+        .backfill(&passages, &CancellationToken::new())
         .unwrap();
     assert_eq!(computed, 0);
+}
+
+/// Passages BM25 did not find join the candidates, nearest the question first, and are
+/// ranked by their fused scores.
+#[test]
+fn the_nearest_passages_join_bm25s_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let hybrid = open(&config(dir.path().join("vectors.bin")));
+    let found = hit(
+        "snakes",
+        5.0,
+        "Python snakes: a python file of field notes, kept on the python farm.",
+    );
+    let mut unfound = vec![
+        hit(
+            "weather",
+            0.0,
+            "Tomorrow brings rain in the north and sun along the coast.",
+        ),
+        hit(
+            "cleanup",
+            0.0,
+            "Erasing something from the disk: os.remove(path) takes it away for good.",
+        ),
+    ];
+    unfound[1].ord = 3;
+    let passages: Vec<IndexedPassage> = std::iter::once(&found)
+        .chain(&unfound)
+        .map(indexed)
+        .collect();
+    hybrid
+        .backfill(&passages, &CancellationToken::new())
+        .unwrap();
+
+    let mut asked = Vec::new();
+    let mut hits = vec![found.clone()];
+    let fetch = |keys: &[PassageKey]| {
+        asked = keys.to_vec();
+        unfound
+            .iter()
+            .filter(|h| keys.contains(&indexed(h).key))
+            .cloned()
+            .collect()
+    };
+    let reranked = hybrid.rerank("how can I remove a file from disk", &mut hits, fetch);
+    assert_eq!(reranked, Reranked::Fused);
+    // BM25's own candidate is not asked for again; the nearer passage is asked first
+    let asked: Vec<&str> = asked.iter().map(|k| k.doc_id.as_str()).collect();
+    assert_eq!(asked, ["cleanup", "weather"]);
+    let ranked: Vec<&str> = hits.iter().map(|h| h.passage.doc_id.as_str()).collect();
+    assert_eq!(ranked.len(), 3);
+    let place = |doc| ranked.iter().position(|d| *d == doc);
+    assert!(place("cleanup") < place("weather"), "{hits:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

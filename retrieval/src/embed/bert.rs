@@ -227,7 +227,7 @@ fn dots(w: &[f32], rows: &[&[f32]]) -> [f32; BLOCK] {
 
 /// The dot product of two rows.
 #[inline(never)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (a_chunks, a_rest) = a.as_chunks::<LANES>();
     let (b_chunks, b_rest) = b.as_chunks::<LANES>();
     let mut acc = [0.0f32; LANES];
