@@ -22,9 +22,8 @@
 //!    check of the ranking). With `--vectors FILE` the searches are hybrid, as an
 //!    English worker's are by default: the passages' vectors are read from FILE
 //!    (those missing are computed first and kept there, about 14 minutes for this
-//!    corpus on two cores when FILE is new; `ops/eval-retrieval` keeps them in
-//!    `target/eval-vectors.bin`), and each search embeds its question, searches the
-//!    vectors and fuses.
+//!    corpus on two cores when FILE is new), and each search embeds its question,
+//!    searches the vectors and fuses.
 
 mod queries;
 
