@@ -39,7 +39,6 @@ use async_nats::jetstream;
 use cauce_ingest::{IngestOptions, ProgressMode};
 use cauce_nats::server::{self, ServerConfig};
 use cauce_nats::{Limits, names};
-use cauce_retrieval::embed::MODEL_DIR_NAME;
 use cauce_retrieval::follow::{FollowOptions, Follower};
 use cauce_retrieval::hybrid::{self, Hybrid, HybridConfig};
 use cauce_retrieval::{Language, LocalIndex, Searcher};
@@ -50,6 +49,7 @@ use queries::{Kind, Question, Rng};
 
 /// Retrieval benchmark: ingest a real corpus, catch up a fresh index, time searches.
 #[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Args {
     /// Folder whose HTML files are the corpus
     #[arg(
@@ -77,7 +77,7 @@ struct Args {
     /// Hybrid searches, with the passages' vectors kept in this file
     #[arg(long)]
     vectors: Option<PathBuf>,
-    /// Folder of the embedding model [default: $CAUCE_HOME/models/all-MiniLM-L6-v2]
+    /// Folder of the embedding model (ops/bench-retrieval passes the one ops/setup installs)
     #[arg(long)]
     embedding_model: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored
@@ -249,16 +249,10 @@ fn with_vectors(
     args: &Args,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Searcher> {
-    let model_dir = args.embedding_model.clone().unwrap_or_else(|| {
-        let home = std::env::var_os("CAUCE_HOME").map_or_else(
-            || {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".local/share/cauce")
-            },
-            PathBuf::from,
-        );
-        home.join("models").join(MODEL_DIR_NAME)
-    });
+    let model_dir = args
+        .embedding_model
+        .clone()
+        .context("--vectors needs --embedding-model (ops/bench-retrieval passes it)")?;
     let hybrid = Hybrid::open(&HybridConfig {
         model_dir,
         vectors_file: file.to_path_buf(),
