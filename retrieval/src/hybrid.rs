@@ -8,7 +8,8 @@
 //! weight given (a passage found only by its vector has the BM25 score of the question's
 //! terms in it, often 0). The worker computes the passages' vectors in the background as it
 //! follows `DOCS` ([`Hybrid::backfill`], about 18 passages a second on two cores) and keeps
-//! them, by the SHA-256 of each passage's text, in memory and in a file beside the
+//! them, by the SHA-256 of the text each was computed from (the passage's page title and
+//! headings, then its text), in memory and in a file beside the
 //! index (records of the 32-byte hash and 384 little-endian `f32`), so a restart does
 //! not compute them again. A search whose candidates do not all have their vector yet
 //! keeps BM25's order, so a search never waits on the model for more than its question.
@@ -40,8 +41,10 @@ pub struct HybridConfig {
     pub dense_candidates: usize,
 }
 
-/// The dense weight tuned on the even questions of `ops/eval-retrieval` (0.3, 0.5, 0.7).
-pub const DEFAULT_WEIGHT: f32 = 0.5;
+/// The dense weight tuned on the even questions of `ops/eval-retrieval` with the dense
+/// candidates (0.5 to 1; 0.8 to 0.9 found the same pages in the first four, 0.85 is
+/// their middle).
+pub const DEFAULT_WEIGHT: f32 = 0.85;
 /// The dense candidates tuned on the even questions of `ops/eval-retrieval`.
 pub const DEFAULT_DENSE_CANDIDATES: usize = 16;
 
@@ -56,7 +59,40 @@ pub struct PassageKey {
 #[derive(Clone, Debug)]
 pub struct IndexedPassage {
     pub key: PassageKey,
+    /// Its document's title.
+    pub title: String,
+    /// The headings of its section, outermost first.
+    pub heading_path: Vec<String>,
     pub text: String,
+}
+
+impl IndexedPassage {
+    fn embedded(&self) -> String {
+        embedded_text(&self.title, &self.heading_path, &self.text)
+    }
+}
+
+/// What a passage's vector is computed from: its document's title and its section's
+/// headings (each once), then its text, since a passage deep in a page seldom names the
+/// page's topic itself.
+fn embedded_text(title: &str, heading_path: &[String], text: &str) -> String {
+    let mut names: Vec<&str> = Vec::with_capacity(heading_path.len() + 1);
+    for name in std::iter::once(title).chain(heading_path.iter().map(String::as_str)) {
+        let name = name.trim();
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return text.to_string();
+    }
+    format!("{}\n\n{text}", names.join(" > "))
+}
+
+/// The key of the vector of `hit`'s passage.
+fn hit_hash(hit: &Hit) -> TextHash {
+    let p = &hit.passage;
+    hash(&embedded_text(&p.title, &p.heading_path, &p.text))
 }
 
 /// BM25's best candidates that must all have their vector for a search to fuse (the
@@ -178,7 +214,7 @@ impl Hybrid {
             .map(|hit| {
                 vectors
                     .known
-                    .get(&hash(&hit.passage.text))
+                    .get(&hit_hash(hit))
                     .map_or(0.0, |v| similarity(question, v))
             })
             .collect();
@@ -194,7 +230,7 @@ impl Hybrid {
     fn all_known(&self, hits: &[Hit]) -> bool {
         let vectors = self.vectors.lock().expect("not poisoned");
         hits.iter()
-            .all(|h| vectors.known.contains_key(&hash(&h.passage.text)))
+            .all(|h| vectors.known.contains_key(&hit_hash(h)))
     }
 
     /// Computes and keeps the vectors of the `passages` that have none, in batches,
@@ -205,14 +241,15 @@ impl Hybrid {
         passages: &[IndexedPassage],
         cancel: &CancellationToken,
     ) -> Result<usize, EmbedError> {
-        let hashes: Vec<TextHash> = passages.iter().map(|p| hash(&p.text)).collect();
+        let inputs: Vec<String> = passages.iter().map(IndexedPassage::embedded).collect();
+        let hashes: Vec<TextHash> = inputs.iter().map(|text| hash(text)).collect();
         let missing: Vec<(TextHash, &str)> = {
             let vectors = self.vectors.lock().expect("not poisoned");
             hashes
                 .iter()
-                .zip(passages)
+                .zip(&inputs)
                 .filter(|(h, _)| !vectors.known.contains_key(*h))
-                .map(|(h, p)| (*h, p.text.as_str()))
+                .map(|(h, text)| (*h, text.as_str()))
                 .collect()
         };
         self.pending.store(missing.len() as i64, Ordering::Relaxed);

@@ -107,15 +107,23 @@ impl Searcher {
                 let doc = doc.map_err(Error::index("read document"))?;
                 let text = |field| doc.get_first(field).and_then(|v| v.as_str());
                 let ord = doc.get_first(f.ord).and_then(|v| v.as_u64());
-                if let (Some(doc_id), Some(ord), Some(text)) = (text(f.doc_id), ord, text(f.text)) {
-                    passages.push(IndexedPassage {
-                        key: PassageKey {
-                            doc_id: doc_id.to_string(),
-                            ord,
-                        },
-                        text: text.to_string(),
-                    });
-                }
+                let (Some(doc_id), Some(ord), Some(title), Some(body)) =
+                    (text(f.doc_id), ord, text(f.title), text(f.text))
+                else {
+                    continue;
+                };
+                passages.push(IndexedPassage {
+                    key: PassageKey {
+                        doc_id: doc_id.to_string(),
+                        ord,
+                    },
+                    title: title.to_string(),
+                    heading_path: doc
+                        .get_all(f.headings)
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
+                    text: body.to_string(),
+                });
             }
         }
         Ok(passages)

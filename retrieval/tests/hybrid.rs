@@ -106,6 +106,8 @@ fn indexed(hit: &Hit) -> IndexedPassage {
             doc_id: hit.passage.doc_id.as_str().to_string(),
             ord: hit.ord,
         },
+        title: hit.passage.title.clone(),
+        heading_path: hit.passage.heading_path.clone(),
         text: hit.passage.text.clone(),
     }
 }
