@@ -7,12 +7,13 @@
 //! candidate's fused score is `(1 − w) · bm25 / best bm25 + w · cosine`, with `w` the
 //! weight given (a passage found only by its vector has the BM25 score of the question's
 //! terms in it, often 0). The worker computes the passages' vectors in the background as it
-//! follows `DOCS` ([`Hybrid::backfill`], about 18 passages a second on two cores) and keeps
+//! follows `DOCS` ([`Hybrid::backfill`], about 30 passages a second on two cores) and keeps
 //! them, by the SHA-256 of the text each was computed from (the passage's page title and
 //! headings, then its text), in memory and in a file beside the
 //! index (records of the 32-byte hash and 384 little-endian `f32`), so a restart does
 //! not compute them again. A search whose candidates do not all have their vector yet
-//! keeps BM25's order, so a search never waits on the model for more than its question.
+//! keeps BM25's order, so a search never waits on the model for more than its question,
+//! and a question longer than its vector reads (a pasted paragraph) keeps it too.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -151,8 +152,8 @@ impl Hybrid {
 
     /// Adds to `hits` the passages nearest `query` by their vectors (`fetch` reads them
     /// from the index, with their BM25 score), re-scores them all and sorts them best
-    /// first. The BM25 order stays when a candidate's vector is not computed yet, or the
-    /// model fails.
+    /// first. The BM25 order stays when a candidate's vector is not computed yet, the
+    /// question is longer than its vector reads, or the model fails.
     pub fn rerank(
         &self,
         query: &str,
@@ -165,8 +166,9 @@ impl Hybrid {
         if !self.all_known(&hits[..hits.len().min(RERANK_DEPTH)]) {
             return Reranked::Warming;
         }
-        let question = match self.embedder.embed(&[query]) {
-            Ok(mut vectors) => vectors.pop().unwrap_or_else(|| vec![0.0; DIM]),
+        let question = match self.embedder.embed_question(query) {
+            Ok(Some(vector)) => vector,
+            Ok(None) => return Reranked::Long,
             Err(err) => {
                 warn!(error = %err, "hybrid ranking skipped");
                 return Reranked::Skipped;
@@ -307,6 +309,9 @@ pub enum Reranked {
     Fused,
     /// Some candidate has no vector yet: BM25's order.
     Warming,
+    /// The question is longer than its vector reads
+    /// ([`QUESTION_TOKENS`](crate::embed::QUESTION_TOKENS)): BM25's order.
+    Long,
     /// Nothing to rank, or the model failed: BM25's order.
     Skipped,
 }

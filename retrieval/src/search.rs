@@ -194,7 +194,7 @@ impl Searcher {
             let counter = match hybrid.rerank(question, &mut hits, fetch) {
                 Reranked::Fused => Some(&self.stats.hybrid_fused),
                 Reranked::Warming => Some(&self.stats.hybrid_warming),
-                Reranked::Skipped => None,
+                Reranked::Skipped | Reranked::Long => None,
             };
             if let Some(counter) = counter {
                 counter.fetch_add(1, Ordering::Relaxed);

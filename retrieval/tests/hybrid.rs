@@ -1,7 +1,8 @@
 //! Hybrid ranking with the real embedding model (all-MiniLM-L6-v2, installed by
 //! `ops/setup`): fused scores rank the candidate that means what the question asks
 //! above one that only shares its words, vectors are kept across a restart, a search
-//! whose candidates lack vectors keeps BM25's order, and a worker computes the vectors
+//! whose candidates lack vectors or whose question is longer than its vector reads keeps
+//! BM25's order, and a worker computes the vectors
 //! of what it indexes and then ranks with them.
 
 mod common;
@@ -151,6 +152,13 @@ fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
     assert_eq!(hybrid.rerank(query, &mut hits, no_fetch), Reranked::Fused);
     assert_eq!(hits[0].passage.doc_id.as_str(), "files", "{hits:#?}");
     assert!(hits[0].passage.score > hits[1].passage.score);
+
+    // a question longer than its vector reads (a pasted paragraph) keeps BM25's order
+    let pasted = format!("{query}: {}", "the python file of field notes ".repeat(8));
+    let mut long = hits.clone();
+    long.reverse();
+    assert_eq!(hybrid.rerank(&pasted, &mut long, no_fetch), Reranked::Long);
+    assert_eq!(long[0].passage.doc_id.as_str(), "snakes");
 
     // a restart reads the kept vectors and computes none again
     drop(hybrid);
