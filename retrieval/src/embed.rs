@@ -21,10 +21,10 @@ pub const DIM: usize = 384;
 /// up to 256 at twice the cost); the rest of a longer passage is left out of its
 /// vector, not of the index.
 pub const MAX_TOKENS: usize = 128;
-/// Tokens of a search's question the model reads, at most (with the two it adds). A
-/// search waits for its question's vector, about 0.4 ms a token here; a longer
-/// question (a pasted paragraph, an error log) is ranked by its words alone, which find
-/// its page better than a vector of part of it.
+/// Tokens of a search's question the model reads, at most, counting the two it adds (so
+/// 30 word pieces). A search waits for its question's vector, about 0.4 ms a token
+/// here; a longer question (a pasted paragraph, an error log) is ranked by its words
+/// alone, which find its page better than a vector of part of it.
 pub const QUESTION_TOKENS: usize = 32;
 
 /// Why the model could not be loaded or run.
@@ -91,17 +91,29 @@ impl Embedder {
         })
     }
 
-    /// The vector of a search's question; `None` for one of more than
-    /// [`QUESTION_TOKENS`] tokens.
-    pub fn embed_question(&self, text: &str) -> Result<Option<Vec<f32>>, EmbedError> {
-        let encoding = self
-            .question_tokenizer
-            .encode(text, true)
-            .map_err(|e| EmbedError::Run(e.to_string()))?;
-        if !encoding.get_overflowing().is_empty() {
+    /// The vector of a search's question from `turns` (the earlier user turns, then the
+    /// question): of all of them when they fit in [`QUESTION_TOKENS`], else of the
+    /// question alone; `None` when that does not fit either (or there is no turn).
+    pub fn embed_question(&self, turns: &[&str]) -> Result<Option<Vec<f32>>, EmbedError> {
+        let Some(question) = turns.last() else {
             return Ok(None);
+        };
+        let joined = turns.join("\n");
+        let texts = if turns.len() > 1 {
+            vec![joined.as_str(), question]
+        } else {
+            vec![*question]
+        };
+        for text in texts {
+            let encoding = self
+                .question_tokenizer
+                .encode(text, true)
+                .map_err(|e| EmbedError::Run(e.to_string()))?;
+            if encoding.get_overflowing().is_empty() {
+                return self.mean(encoding.get_ids()).map(Some);
+            }
         }
-        self.mean(encoding.get_ids()).map(Some)
+        Ok(None)
     }
 
     /// The vectors of `texts`, in order, each of [`DIM`] floats with length 1. Several

@@ -150,23 +150,24 @@ impl Hybrid {
         })
     }
 
-    /// Adds to `hits` the passages nearest `query` by their vectors (`fetch` reads them
-    /// from the index, with their BM25 score), re-scores them all and sorts them best
-    /// first. The BM25 order stays when a candidate's vector is not computed yet, the
-    /// question is longer than its vector reads, or the model fails.
+    /// Adds to `hits` the passages nearest the question by their vectors (`turns`: the
+    /// earlier user turns, then the question; `fetch` reads the passages from the index,
+    /// with their BM25 score), re-scores them all and sorts them best first. The BM25
+    /// order stays when a candidate's vector is not computed yet, the question is longer
+    /// than its vector reads, or the model fails.
     pub fn rerank(
         &self,
-        query: &str,
+        turns: &[&str],
         hits: &mut Vec<Hit>,
         fetch: impl FnOnce(&[PassageKey]) -> Vec<Hit>,
     ) -> Reranked {
-        if hits.is_empty() || query.trim().is_empty() {
+        if hits.is_empty() || turns.last().is_none_or(|q| q.trim().is_empty()) {
             return Reranked::Skipped;
         }
         if !self.all_known(&hits[..hits.len().min(RERANK_DEPTH)]) {
             return Reranked::Warming;
         }
-        let question = match self.embedder.embed_question(query) {
+        let question = match self.embedder.embed_question(turns) {
             Ok(Some(vector)) => vector,
             Ok(None) => return Reranked::Long,
             Err(err) => {

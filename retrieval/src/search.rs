@@ -153,9 +153,9 @@ impl Searcher {
     ) -> Result<Vec<Passage>> {
         let started = Instant::now();
         let terms = SearchTerms::from_conversation(&mut self.language.analyzer(), messages);
-        let question = dense_query(messages);
+        let turns = dense_turns(messages);
         let top_k = top_k.min(MAX_TOP_K as usize);
-        let passages = self.search_terms(terms, &question, top_k, collections);
+        let passages = self.search_terms(terms, &turns, top_k, collections);
         let micros = started.elapsed().as_micros() as u64;
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -167,7 +167,7 @@ impl Searcher {
     fn search_terms(
         &self,
         terms: SearchTerms,
-        question: &str,
+        turns: &[&str],
         top_k: usize,
         collections: &[Collection],
     ) -> Result<Vec<Passage>> {
@@ -191,7 +191,7 @@ impl Searcher {
                     .inspect_err(|err| warn!(error = %err, "nearest passages not read"))
                     .unwrap_or_default()
             };
-            let counter = match hybrid.rerank(question, &mut hits, fetch) {
+            let counter = match hybrid.rerank(turns, &mut hits, fetch) {
                 Reranked::Fused => Some(&self.stats.hybrid_fused),
                 Reranked::Warming => Some(&self.stats.hybrid_warming),
                 Reranked::Skipped | Reranked::Long => None,
@@ -297,9 +297,9 @@ impl Searcher {
     }
 }
 
-/// What the question's vector is computed from: the last user turn, after the user turn
-/// before it when there is one (a follow-up's topic is in the earlier turn).
-fn dense_query(messages: &[ChatMessage]) -> String {
+/// What the question's vector is computed from: the user turn before the last, when
+/// there is one (a follow-up's topic is in the earlier turn), then the last.
+fn dense_turns(messages: &[ChatMessage]) -> Vec<&str> {
     let mut turns: Vec<&str> = messages
         .iter()
         .rev()
@@ -308,5 +308,5 @@ fn dense_query(messages: &[ChatMessage]) -> String {
         .map(|m| m.content.as_str())
         .collect();
     turns.reverse();
-    turns.join("\n")
+    turns
 }

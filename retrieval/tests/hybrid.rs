@@ -138,7 +138,10 @@ fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
     ];
     let query = "how do I delete a python file";
     // no vectors yet: BM25's order stays
-    assert_eq!(hybrid.rerank(query, &mut hits, no_fetch), Reranked::Warming);
+    assert_eq!(
+        hybrid.rerank(&[query], &mut hits, no_fetch),
+        Reranked::Warming
+    );
     assert_eq!(hits[0].passage.doc_id.as_str(), "snakes");
 
     let passages: Vec<IndexedPassage> = hits.iter().map(indexed).collect();
@@ -149,7 +152,10 @@ fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
         (computed, hybrid.vectors(), hybrid.pending()),
         (2, 2, Some(0))
     );
-    assert_eq!(hybrid.rerank(query, &mut hits, no_fetch), Reranked::Fused);
+    assert_eq!(
+        hybrid.rerank(&[query], &mut hits, no_fetch),
+        Reranked::Fused
+    );
     assert_eq!(hits[0].passage.doc_id.as_str(), "files", "{hits:#?}");
     assert!(hits[0].passage.score > hits[1].passage.score);
 
@@ -157,8 +163,18 @@ fn fused_scores_rank_by_meaning_and_vectors_are_kept() {
     let pasted = format!("{query}: {}", "the python file of field notes ".repeat(8));
     let mut long = hits.clone();
     long.reverse();
-    assert_eq!(hybrid.rerank(&pasted, &mut long, no_fetch), Reranked::Long);
+    assert_eq!(
+        hybrid.rerank(&[pasted.as_str()], &mut long, no_fetch),
+        Reranked::Long
+    );
     assert_eq!(long[0].passage.doc_id.as_str(), "snakes");
+    // a short question after a long turn is read alone
+    let mut follow_up = long.clone();
+    assert_eq!(
+        hybrid.rerank(&[pasted.as_str(), query], &mut follow_up, no_fetch),
+        Reranked::Fused
+    );
+    assert_eq!(follow_up[0].passage.doc_id.as_str(), "files");
 
     // a restart reads the kept vectors and computes none again
     drop(hybrid);
@@ -212,7 +228,7 @@ fn the_nearest_passages_join_bm25s_candidates() {
             .cloned()
             .collect()
     };
-    let reranked = hybrid.rerank("how can I remove a file from disk", &mut hits, fetch);
+    let reranked = hybrid.rerank(&["how can I remove a file from disk"], &mut hits, fetch);
     assert_eq!(reranked, Reranked::Fused);
     // BM25's own candidate is not asked for again; the nearer passage is asked first
     let asked: Vec<&str> = asked.iter().map(|k| k.doc_id.as_str()).collect();

@@ -4,10 +4,11 @@
 //! A search embeds one short question, where a tensor library's fixed cost per
 //! operation (dispatch, allocation, packing the weights for a matrix kernel, waking
 //! threads) outweighs the arithmetic: candle took about 18 ms for a 10-token question,
-//! 13 ms of it fixed. Here the weights are packed at load in tiles of 32 outputs, each
-//! read in order, once per text, and applied to four tokens at a time with the sums in
-//! registers (each input broadcast to a row of outputs, no horizontal sums), so a
-//! 10-token question takes about 4 ms and a text is never padded to a batch's longest.
+//! 13 ms of it fixed. Here the weights are packed at load in tiles of 32 outputs (16
+//! without AVX-512), each read in order, once per text, and applied to four tokens at
+//! a time with the sums in registers (each input broadcast to a row of outputs, no
+//! horizontal sums), so a 10-token question takes about 4 ms and a text is never
+//! padded to a batch's longest.
 //! Read in the file's order, a tile's weights were a strided walk the CPU's prefetcher
 //! missed: twice the time.
 
