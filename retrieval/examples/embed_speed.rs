@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         println!("{what}: p50 {:.1} ms, p99 {:.1} ms", times[500], times[990]);
         Ok(())
     };
-    time("one question, one thread", &|q| {
+    time("one question, embedded as a passage is", &|q| {
         Ok(embedder.embed(&[q]).map(drop)?)
     })?;
     time("one question, as a search embeds it", &|q| {

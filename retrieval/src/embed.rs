@@ -99,15 +99,12 @@ impl Embedder {
             return Ok(None);
         };
         let joined = turns.join("\n");
-        let texts = if turns.len() > 1 {
-            vec![joined.as_str(), question]
-        } else {
-            vec![*question]
-        };
-        for text in texts {
+        let texts = [joined.as_str(), question];
+        // one turn: joined is the question
+        for text in &texts[usize::from(turns.len() == 1)..] {
             let encoding = self
                 .question_tokenizer
-                .encode(text, true)
+                .encode(*text, true)
                 .map_err(|e| EmbedError::Run(e.to_string()))?;
             if encoding.get_overflowing().is_empty() {
                 return self.mean(encoding.get_ids()).map(Some);

@@ -164,7 +164,8 @@ impl Hybrid {
         if hits.is_empty() || turns.last().is_none_or(|q| q.trim().is_empty()) {
             return Reranked::Skipped;
         }
-        if !self.all_known(&hits[..hits.len().min(RERANK_DEPTH)]) {
+        let mut hashes: Vec<TextHash> = hits.iter().map(hit_hash).collect();
+        if !self.all_known(&hashes[..hashes.len().min(RERANK_DEPTH)]) {
             return Reranked::Warming;
         }
         let question = match self.embedder.embed_question(turns) {
@@ -177,9 +178,11 @@ impl Hybrid {
         };
         let nearest = self.nearest(&question, hits);
         if !nearest.is_empty() {
-            hits.extend(fetch(&nearest));
+            let found = fetch(&nearest);
+            hashes.extend(found.iter().map(hit_hash));
+            hits.extend(found);
         }
-        self.fuse(&question, hits);
+        self.fuse(&question, hits, &hashes);
         Reranked::Fused
     }
 
@@ -205,19 +208,20 @@ impl Hybrid {
 
     /// Scores each hit `(1 − w) · bm25 / best bm25 + w · cosine` (a cosine of 0 where
     /// its vector is not known) and sorts them best first.
-    fn fuse(&self, question: &[f32], hits: &mut [Hit]) {
+    /// `hashes` are the hits' [`hit_hash`], in their order.
+    fn fuse(&self, question: &[f32], hits: &mut [Hit], hashes: &[TextHash]) {
         let best = hits
             .iter()
             .map(|h| h.passage.score)
             .fold(f32::MIN, f32::max)
             .max(f32::MIN_POSITIVE);
         let vectors = self.vectors.lock().expect("not poisoned");
-        let cosines: Vec<f32> = hits
+        let cosines: Vec<f32> = hashes
             .iter()
-            .map(|hit| {
+            .map(|hash| {
                 vectors
                     .known
-                    .get(&hit_hash(hit))
+                    .get(hash)
                     .map_or(0.0, |v| similarity(question, v))
             })
             .collect();
@@ -230,10 +234,9 @@ impl Hybrid {
     }
 
     /// Whether every hit's vector is known.
-    fn all_known(&self, hits: &[Hit]) -> bool {
+    fn all_known(&self, hashes: &[TextHash]) -> bool {
         let vectors = self.vectors.lock().expect("not poisoned");
-        hits.iter()
-            .all(|h| vectors.known.contains_key(&hit_hash(h)))
+        hashes.iter().all(|h| vectors.known.contains_key(h))
     }
 
     /// Computes and keeps the vectors of the `passages` that have none, in batches,

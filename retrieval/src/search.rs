@@ -38,6 +38,9 @@ pub struct SearchStats {
     pub hybrid_fused: AtomicU64,
     /// Searches left in BM25's order because a candidate had no vector yet.
     pub hybrid_warming: AtomicU64,
+    /// Searches left in BM25's order because the question was longer than its vector
+    /// reads.
+    pub hybrid_long: AtomicU64,
 }
 
 impl Default for SearchStats {
@@ -49,6 +52,7 @@ impl Default for SearchStats {
             latency: Histogram::new(metrics::SECONDS),
             hybrid_fused: AtomicU64::default(),
             hybrid_warming: AtomicU64::default(),
+            hybrid_long: AtomicU64::default(),
         }
     }
 }
@@ -194,7 +198,8 @@ impl Searcher {
             let counter = match hybrid.rerank(turns, &mut hits, fetch) {
                 Reranked::Fused => Some(&self.stats.hybrid_fused),
                 Reranked::Warming => Some(&self.stats.hybrid_warming),
-                Reranked::Skipped | Reranked::Long => None,
+                Reranked::Long => Some(&self.stats.hybrid_long),
+                Reranked::Skipped => None,
             };
             if let Some(counter) = counter {
                 counter.fetch_add(1, Ordering::Relaxed);

@@ -89,6 +89,10 @@ impl StatsSource {
                 .counter(
                     "cauce_retrieval_hybrid_warming_searches_total",
                     stats.hybrid_warming.load(Ordering::Relaxed) as f64,
+                )
+                .counter(
+                    "cauce_retrieval_hybrid_long_question_searches_total",
+                    stats.hybrid_long.load(Ordering::Relaxed) as f64,
                 );
         }
         WorkerStats {
