@@ -86,3 +86,52 @@ fn job(question: &str, passages: Vec<Passage>) -> PromptJob {
     job.passages = passages;
     job
 }
+
+/// [`shared_prefix_share`] of `questions` as asked, each after its system message.
+pub fn prefix_ceiling(questions: &[String], systems: &HashMap<String, String>) -> f64 {
+    let asked: Vec<String> = (questions.iter())
+        .map(|q| format!("{}\n{q}", systems.get(q).map_or("", String::as_str)))
+        .collect();
+    let share = shared_prefix_share(&asked);
+    eprintln!(
+        "bench: an exact prefix cache can serve at most {:.1}% of these prompts",
+        100.0 * share
+    );
+    share
+}
+
+/// The share of `prompts` (system message, then question, in the order they are asked)
+/// that an exact prefix cache could at best serve: for each prompt, the longest start
+/// it has in common with any earlier one, over all their characters. No server can
+/// report more cached prompt than this without reusing KV outside a shared prefix.
+pub fn shared_prefix_share(prompts: &[String]) -> f64 {
+    let mut shared = 0usize;
+    let mut total = 0usize;
+    for (at, prompt) in prompts.iter().enumerate() {
+        let longest = prompts[..at]
+            .iter()
+            .map(|earlier| common_start(prompt, earlier))
+            .max()
+            .unwrap_or_default();
+        shared += longest;
+        total += prompt.chars().count();
+    }
+    shared as f64 / total.max(1) as f64
+}
+
+fn common_start(a: &str, b: &str) -> usize {
+    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_counts_each_prompts_longest_start_in_common_with_an_earlier_one() {
+        let prompts = ["abcd", "abxy", "abcz", "qrst"].map(String::from);
+        // 0 + 2 ("ab") + 3 ("abc" with the first) + 0, over 16 characters
+        assert_eq!(shared_prefix_share(&prompts), 5.0 / 16.0);
+        assert_eq!(shared_prefix_share(&[]), 0.0);
+    }
+}

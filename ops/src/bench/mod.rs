@@ -259,6 +259,7 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         }
         None => None,
     };
+    let prefix_ceiling = (systems.as_ref()).map(|s| cauce_prompts::prefix_ceiling(&prompts, s));
     // the passages travel in the prompt: cauce must not retrieve again
     let no_retrieval = args.no_retrieval || systems.is_some();
     let target = Arc::new(sse::HttpTarget {
@@ -301,6 +302,7 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         model,
         max_tokens: args.max_tokens,
         started_at: started_at(),
+        prefix_ceiling,
         levels: Vec::new(),
     };
     for (index, &users) in args.users.0.iter().enumerate() {
@@ -356,6 +358,7 @@ async fn run_worker(args: &LoadArgs) -> anyhow::Result<Run> {
         model: model.to_string(),
         max_tokens: args.max_tokens,
         started_at: started_at(),
+        prefix_ceiling: None,
         levels: Vec::new(),
     };
     for &users in &args.users.0 {
