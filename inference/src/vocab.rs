@@ -133,6 +133,18 @@ fn load_vocabulary(path: &Path) -> Result<Vocabulary> {
     Ok(Vocabulary { model, template })
 }
 
+/// Each job's whole prompt in the tokens of the model file at `path` (its vocabulary
+/// alone is loaded), as the engine would prefill it: for a benchmark to compare prompts.
+pub fn prompt_token_ids(path: &Path, jobs: &[PromptJob]) -> Result<Vec<Vec<i32>>> {
+    let vocabulary = load_vocabulary(path)?;
+    (jobs.iter())
+        .map(|job| {
+            let tokens = prompt::tokens(&vocabulary.model, &vocabulary.template, job)?;
+            Ok(tokens.iter().map(|t| t.0).collect())
+        })
+        .collect()
+}
+
 /// At least as many tokens as the job's prompt has, whatever the vocabulary.
 pub fn byte_bound(job: &PromptJob) -> usize {
     let messages = prompt::messages(job);

@@ -337,3 +337,44 @@ async fn idle_prompts_move_to_host_memory_and_are_restored_by_shared_prefixes() 
     assert!(reused > 60, "{reused}");
     assert_eq!(stats.host_cache_restores.load(Ordering::Relaxed), 2);
 }
+
+/// What a benchmark counts as a prompt's tokens is what the engine prefills, and two
+/// prompts' common start in those tokens is what the second reuses of the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn prompt_token_ids_are_the_tokens_the_engine_prefills() {
+    let jobs = [
+        with_system("Where does the Danube start?"),
+        with_system("What is the longest river in Africa?"),
+    ];
+    let ids = cauce_inference::vocab::prompt_token_ids(&model_path(), &jobs).unwrap();
+    let common = ids[0]
+        .iter()
+        .zip(&ids[1])
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common > 10 && common < ids[1].len(),
+        "{common} of {}",
+        ids[1].len()
+    );
+
+    let engine = engine(1);
+    let mut prompt_tokens = Vec::new();
+    let mut reused = Vec::new();
+    for job in jobs {
+        let mut handle = engine.submit(job).unwrap();
+        while let Some(event) = handle.events.recv().await {
+            match event {
+                EngineEvent::Done { usage, .. } => {
+                    prompt_tokens.push(usage.prompt_tokens as usize);
+                    reused.push(usage.cached_tokens as usize);
+                    break;
+                }
+                EngineEvent::Failed(err) => panic!("job failed: {err}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(prompt_tokens, vec![ids[0].len(), ids[1].len()]);
+    assert_eq!(reused, vec![0, common]);
+}

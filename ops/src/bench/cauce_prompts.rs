@@ -4,6 +4,7 @@
 //! decode the very prompts cauce decodes (its chat template is the same GGUF's).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -17,27 +18,36 @@ use super::worker::one_question;
 /// Passages per question, as a chat request's default.
 const TOP_K: u32 = 4;
 
-/// The system message (instruction and passages) cauce puts before each question.
-pub async fn system_messages(
+/// The job cauce's gateway would send for each question: its passages from
+/// `/v1/search`, before prompt layout.
+pub async fn final_jobs(
     client: &reqwest::Client,
     cauce_url: &str,
     questions: &[String],
-) -> anyhow::Result<HashMap<String, String>> {
-    let mut systems = HashMap::new();
+) -> anyhow::Result<HashMap<String, PromptJob>> {
+    let mut jobs = HashMap::new();
     for question in questions {
-        if systems.contains_key(question) {
+        if jobs.contains_key(question) {
             continue;
         }
         let passages = search(client, cauce_url, question).await?;
-        let job = job(question, passages);
-        let system = cauce_inference::prompt::messages(&job)
+        jobs.insert(question.clone(), job(question, passages));
+    }
+    Ok(jobs)
+}
+
+/// The system message (instruction and passages) cauce puts before each question.
+pub fn system_messages(jobs: &HashMap<String, PromptJob>) -> HashMap<String, String> {
+    let system = |job: &PromptJob| {
+        cauce_inference::prompt::messages(job)
             .into_iter()
             .find(|m| m.role == "system")
             .map(|m| m.content)
-            .unwrap_or_default();
-        systems.insert(question.clone(), system);
-    }
-    Ok(systems)
+            .unwrap_or_default()
+    };
+    (jobs.iter())
+        .map(|(q, job)| (q.clone(), system(job)))
+        .collect()
 }
 
 async fn search(
@@ -87,24 +97,43 @@ fn job(question: &str, passages: Vec<Passage>) -> PromptJob {
     job
 }
 
-/// [`shared_prefix_share`] of `questions` as asked, each after its system message.
-pub fn prefix_ceiling(questions: &[String], systems: &HashMap<String, String>) -> f64 {
-    let asked: Vec<String> = (questions.iter())
-        .map(|q| format!("{}\n{q}", systems.get(q).map_or("", String::as_str)))
+/// [`shared_prefix_share`] of `questions` as asked, each in its whole prompt: in the
+/// tokens of the GGUF file `tokenizer` when given (what servers report cached), else
+/// in characters of the system message and question.
+pub fn prefix_ceiling(
+    questions: &[String],
+    jobs: &HashMap<String, PromptJob>,
+    tokenizer: Option<&Path>,
+) -> anyhow::Result<f64> {
+    let asked: Vec<&String> = (questions.iter())
+        .filter(|q| jobs.contains_key(*q))
         .collect();
-    let share = shared_prefix_share(&asked);
+    let (share, unit) = match tokenizer {
+        Some(path) => {
+            let asked: Vec<PromptJob> = asked.iter().map(|q| jobs[*q].clone()).collect();
+            let tokens = cauce_inference::vocab::prompt_token_ids(path, &asked)
+                .with_context(|| format!("counting the prompts in {}'s tokens", path.display()))?;
+            (shared_prefix_share(&tokens), "tokens")
+        }
+        None => {
+            let systems = system_messages(jobs);
+            let text = |q: &&String| format!("{}\n{q}", systems[*q]).chars().collect();
+            let texts: Vec<Vec<char>> = asked.iter().map(text).collect();
+            (shared_prefix_share(&texts), "characters")
+        }
+    };
     eprintln!(
-        "bench: an exact prefix cache can serve at most {:.1}% of these prompts",
+        "bench: an exact prefix cache can serve at most {:.1}% of these prompts' {unit}",
         100.0 * share
     );
-    share
+    Ok(share)
 }
 
-/// The share of `prompts` (system message, then question, in the order they are asked)
-/// that an exact prefix cache could at best serve: for each prompt, the longest start
-/// it has in common with any earlier one, over all their characters. No server can
-/// report more cached prompt than this without reusing KV outside a shared prefix.
-pub fn shared_prefix_share(prompts: &[String]) -> f64 {
+/// The share of `prompts` (in the order they are asked) that an exact prefix cache
+/// could at best serve: for each prompt, the longest start it has in common with any
+/// earlier one, over all their length. No server can report more of a prompt cached
+/// than this without reusing KV outside a shared prefix.
+pub fn shared_prefix_share<T: PartialEq>(prompts: &[Vec<T>]) -> f64 {
     let mut shared = 0usize;
     let mut total = 0usize;
     for (at, prompt) in prompts.iter().enumerate() {
@@ -114,13 +143,13 @@ pub fn shared_prefix_share(prompts: &[String]) -> f64 {
             .max()
             .unwrap_or_default();
         shared += longest;
-        total += prompt.chars().count();
+        total += prompt.len();
     }
     shared as f64 / total.max(1) as f64
 }
 
-fn common_start(a: &str, b: &str) -> usize {
-    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
+fn common_start<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]
@@ -129,9 +158,9 @@ mod tests {
 
     #[test]
     fn the_share_counts_each_prompts_longest_start_in_common_with_an_earlier_one() {
-        let prompts = ["abcd", "abxy", "abcz", "qrst"].map(String::from);
+        let prompts = ["abcd", "abxy", "abcz", "qrst"].map(|p| p.chars().collect::<Vec<_>>());
         // 0 + 2 ("ab") + 3 ("abc" with the first) + 0, over 16 characters
         assert_eq!(shared_prefix_share(&prompts), 5.0 / 16.0);
-        assert_eq!(shared_prefix_share(&[]), 0.0);
+        assert_eq!(shared_prefix_share::<char>(&[]), 0.0);
     }
 }

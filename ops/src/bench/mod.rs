@@ -120,6 +120,10 @@ struct LoadArgs {
     /// retrieval such as llama-server to decode the same prompts as cauce
     #[arg(long, env = "CAUCE_BENCH_PROMPTS_FROM")]
     prompts_from: Option<String>,
+    /// With --prompts-from: the GGUF file whose tokens count how much of the prompts an
+    /// exact prefix cache could serve [default: count characters]
+    #[arg(long, env = "CAUCE_BENCH_TOKENIZER")]
+    tokenizer: Option<PathBuf>,
     /// A system message sent before every prompt (HTTP targets), e.g. the one a
     /// server's chat template would add, so that two servers decode the same prompt
     #[arg(long, env = "CAUCE_BENCH_SYSTEM")]
@@ -249,17 +253,23 @@ async fn run_http(args: &LoadArgs) -> anyhow::Result<Run> {
         .or(discovered.first_model)
         .unwrap_or_else(|| ModelName::DEFAULT.to_string());
     let prompts = prompt_set(args)?;
-    let systems = match &args.prompts_from {
+    let jobs = match &args.prompts_from {
         Some(url) => {
             let url = url.trim_end_matches('/');
             eprintln!("bench: building each prompt's passages from {url}");
-            Some(Arc::new(
-                cauce_prompts::system_messages(&client, url, &prompts).await?,
-            ))
+            Some(cauce_prompts::final_jobs(&client, url, &prompts).await?)
         }
         None => None,
     };
-    let prefix_ceiling = (systems.as_ref()).map(|s| cauce_prompts::prefix_ceiling(&prompts, s));
+    let prefix_ceiling = match &jobs {
+        Some(jobs) => Some(cauce_prompts::prefix_ceiling(
+            &prompts,
+            jobs,
+            args.tokenizer.as_deref(),
+        )?),
+        None => None,
+    };
+    let systems = (jobs.as_ref()).map(|jobs| Arc::new(cauce_prompts::system_messages(jobs)));
     // the passages travel in the prompt: cauce must not retrieve again
     let no_retrieval = args.no_retrieval || systems.is_some();
     let target = Arc::new(sse::HttpTarget {

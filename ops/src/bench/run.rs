@@ -93,8 +93,9 @@ pub struct Run {
     pub model: String,
     pub max_tokens: u32,
     pub started_at: String,
-    /// With `--prompts-from`: the share of the prompts' characters that each prompt has
-    /// in common with the start of an earlier one, the most an exact prefix cache serves.
+    /// With `--prompts-from`: the share of the prompts (in the model's tokens with
+    /// `--tokenizer`, else in characters) that each prompt has in common with the start
+    /// of an earlier one, the most an exact prefix cache serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_ceiling: Option<f64>,
     pub levels: Vec<Level>,
