@@ -10,10 +10,13 @@
 //!
 //! Each line of JOBS.jsonl is `{"question": "...", "passages": [Passage, …]}` (as
 //! `ops/eval-passage-kv` writes it). For each, the prompt is rendered as the engine
-//! renders it and cut into its start, one piece per passage and its end; both ways see
-//! the same tokens. It prints, per question and in all: whether the greedy answers (32
-//! tokens) are the same, how many first tokens agree, and the mean negative
-//! log-likelihood of the whole-prompt answer under each way.
+//! renders it and cut into its start, one piece per passage and its end; every way sees
+//! the same tokens (it counts the prompts whose pieces are, joined, the engine's tokens).
+//! It prints, per question and in all: whether the greedy answers (32 tokens) are the
+//! same, how many first tokens agree, and the mean negative log-likelihood of the
+//! whole-prompt answer under each way. The whole prompt is also decoded in the
+//! engine's 512-token steps instead of piece by piece: how far the figures move with
+//! how batches are cut alone (the noise floor).
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -28,8 +31,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
 const ANSWER_TOKENS: usize = 32;
@@ -75,19 +78,25 @@ fn main() -> anyhow::Result<()> {
     let mut totals = Totals::default();
     for line in std::fs::read_to_string(&jobs)?.lines() {
         let line = Line::parse(line)?;
-        let pieces = pieces(&model, &job(&line))?;
+        let (pieces, engine_tokens) = pieces(&model, &job(&line))?;
         let whole = answer(&mut ctx, &pieces, Way::Whole, None)?;
         let apart = answer(&mut ctx, &pieces, Way::Apart, None)?;
         let apart_nll = answer(&mut ctx, &pieces, Way::Apart, Some(&whole.tokens))?.nll;
-        let one_go = answer(&mut ctx, &pieces, Way::WholeInOneGo, None)?;
+        let one_go = answer(&mut ctx, &pieces, Way::InSteps, None)?;
+        let one_go_nll = answer(&mut ctx, &pieces, Way::InSteps, Some(&whole.tokens))?.nll;
         let agree = agreeing(&whole.tokens, &apart.tokens);
         let floor = agreeing(&whole.tokens, &one_go.tokens);
         println!(
-            "{agree:>2}/{ANSWER_TOKENS} same apart ({floor:>2} in one go)  nll whole {:.3} \
-             apart {:.3}  {}",
-            whole.nll, apart_nll, line.question
+            "{agree:>2}/{ANSWER_TOKENS} same apart ({floor:>2} in steps)  nll whole {:.3} \
+             in steps {one_go_nll:.3} apart {apart_nll:.3}  {}",
+            whole.nll, line.question
         );
-        totals.add(agree, floor, whole.nll, apart_nll);
+        totals.add(
+            agree,
+            floor,
+            [whole.nll, one_go_nll, apart_nll],
+            engine_tokens,
+        );
     }
     totals.print();
     Ok(())
@@ -103,39 +112,45 @@ struct Totals {
     same_answers: usize,
     first_token_same: usize,
     agreeing_tokens: usize,
-    same_in_one_go: usize,
-    agreeing_in_one_go: usize,
-    nll_whole: f64,
-    nll_apart: f64,
+    same_in_steps: usize,
+    agreeing_in_steps: usize,
+    engine_tokens: usize,
+    /// Summed mean NLLs of the whole-prompt answer: whole, in steps, apart.
+    nll: [f64; 3],
 }
 
 impl Totals {
-    fn add(&mut self, agree: usize, floor: usize, nll_whole: f64, nll_apart: f64) {
+    fn add(&mut self, agree: usize, floor: usize, nll: [f64; 3], engine_tokens: bool) {
         self.questions += 1;
         self.same_answers += usize::from(agree == ANSWER_TOKENS);
-        self.same_in_one_go += usize::from(floor == ANSWER_TOKENS);
-        self.agreeing_in_one_go += floor;
+        self.same_in_steps += usize::from(floor == ANSWER_TOKENS);
+        self.agreeing_in_steps += floor;
         self.first_token_same += usize::from(agree > 0);
         self.agreeing_tokens += agree;
-        self.nll_whole += nll_whole;
-        self.nll_apart += nll_apart;
+        self.engine_tokens += usize::from(engine_tokens);
+        for (sum, value) in self.nll.iter_mut().zip(nll) {
+            *sum += value;
+        }
     }
 
     fn print(&self) {
         let n = self.questions.max(1) as f64;
         println!(
-            "questions {}: passages apart give the same greedy answer for {} (the whole \
-             prompt decoded in one go: {}), the same first token for {}, tokens agreeing \
-             before the first difference {:.1} of {ANSWER_TOKENS} on average (in one go: \
-             {:.1}); mean NLL of the whole-prompt answer: whole {:.3}, passages apart {:.3}",
+            "questions {} ({} cut into pieces that join into the engine's tokens): \
+             passages apart give the same greedy answer for {} (the whole prompt in the \
+             engine's steps: {}), the same first token for {}, tokens agreeing before the \
+             first difference {:.1} of {ANSWER_TOKENS} on average (in steps: {:.1}); mean \
+             NLL of the whole-prompt answer: whole {:.3}, in steps {:.3}, passages apart {:.3}",
             self.questions,
+            self.engine_tokens,
             self.same_answers,
-            self.same_in_one_go,
+            self.same_in_steps,
             self.first_token_same,
             self.agreeing_tokens as f64 / n,
-            self.agreeing_in_one_go as f64 / n,
-            self.nll_whole / n,
-            self.nll_apart / n,
+            self.agreeing_in_steps as f64 / n,
+            self.nll[0] / n,
+            self.nll[1] / n,
+            self.nll[2] / n,
         );
     }
 }
@@ -169,12 +184,10 @@ struct Pieces {
     end: Vec<LlamaToken>,
 }
 
-fn pieces(model: &LlamaModel, job: &PromptJob) -> anyhow::Result<Pieces> {
+/// The prompt's pieces, and whether they join into the tokens the engine prefills.
+fn pieces(model: &LlamaModel, job: &PromptJob) -> anyhow::Result<(Pieces, bool)> {
     let template = prompt::template(model)?;
-    let messages = (prompt::messages(job).into_iter())
-        .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
-        .collect::<Result<Vec<_>, _>>()?;
-    let text = model.apply_chat_template(&template, &messages, true)?;
+    let text = prompt::text(model, &template, job)?;
     let mut cuts = Vec::new();
     for number in 1..=job.passages.len() {
         let marker = format!("\n\n[{number}] ");
@@ -194,22 +207,36 @@ fn pieces(model: &LlamaModel, job: &PromptJob) -> anyhow::Result<Pieces> {
     cuts.push(end);
     let vocab = model.vocab();
     let tokens = |s: &str, first: bool| vocab.tokenize(s.as_bytes(), first, true);
-    Ok(Pieces {
+    let pieces = Pieces {
         start: tokens(&text[..cuts[0]], true),
         passages: (cuts.windows(2))
             .map(|w| tokens(&text[w[0]..w[1]], false))
             .collect(),
         end: tokens(&text[end..], false),
-    })
+    };
+    let same = pieces.joined() == prompt::tokens(model, &template, job)?;
+    Ok((pieces, same))
+}
+
+impl Pieces {
+    fn joined(&self) -> Vec<LlamaToken> {
+        [&self.start]
+            .into_iter()
+            .chain(&self.passages)
+            .chain([&self.end])
+            .flatten()
+            .copied()
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Way {
-    /// Every token after all before it, as the engine prefills a prompt.
+    /// Every token after all before it, one piece at a time.
     Whole,
-    /// The same, the prompt decoded in one go rather than piece by piece: how much the
-    /// answers move with how the batches are cut alone (the noise floor).
-    WholeInOneGo,
+    /// The same, the whole prompt decoded in 512-token steps as the engine does, not
+    /// piece by piece: how much the answers move with how batches are cut alone.
+    InSteps,
     /// Each passage after the start alone, then moved to its place.
     Apart,
 }
@@ -230,14 +257,8 @@ fn answer(
 ) -> anyhow::Result<Answer> {
     ctx.clear_kv_cache();
     let mut at;
-    let last = if way == Way::WholeInOneGo {
-        let all: Vec<LlamaToken> = [&pieces.start]
-            .into_iter()
-            .chain(&pieces.passages)
-            .chain([&pieces.end])
-            .flatten()
-            .copied()
-            .collect();
+    let last = if way == Way::InSteps {
+        let all = pieces.joined();
         at = decode(ctx, TARGET, &all, 0, true)?;
         all.len()
     } else {

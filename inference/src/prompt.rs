@@ -77,23 +77,28 @@ pub fn template(model: &LlamaModel) -> Result<LlamaChatTemplate> {
         .map_err(|e| Error::Template(e.to_string()))
 }
 
-/// A job's whole prompt in the model's tokens: its [`messages`] through the chat
-/// template, ready for the answer. The engine prefills exactly these, and retrieval
-/// counts them (through [`crate::vocab`]) before it sends the sources.
+/// A job's whole prompt in the model's tokens: its [`text`], ready for the answer.
+/// The engine prefills exactly these, and retrieval counts them (through
+/// [`crate::vocab`]) before it sends the sources.
 pub fn tokens(
     model: &LlamaModel,
     template: &LlamaChatTemplate,
     job: &PromptJob,
 ) -> Result<Vec<LlamaToken>> {
+    let text = text(model, template, job)?;
+    Ok(model.vocab().tokenize(text.as_bytes(), true, true))
+}
+
+/// A job's whole prompt as text: its [`messages`] through the chat template.
+pub fn text(model: &LlamaModel, template: &LlamaChatTemplate, job: &PromptJob) -> Result<String> {
     let messages = messages(job)
         .into_iter()
         .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Template(e.to_string()))?;
-    let text = model
+    model
         .apply_chat_template(template, &messages, true)
-        .map_err(|e| Error::Template(e.to_string()))?;
-    Ok(model.vocab().tokenize(text.as_bytes(), true, true))
+        .map_err(|e| Error::Template(e.to_string()))
 }
 
 fn sources_block(passages: &[&Passage]) -> String {
