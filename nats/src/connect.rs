@@ -87,10 +87,45 @@ impl ConnectOptions {
         self
     }
 
-    /// The URL list as one comma-separated string, for logs.
+    /// The URL list as one comma-separated string, for logs: a password or token in a
+    /// URL shows as `<redacted>`.
     pub fn urls_display(&self) -> String {
-        self.urls.join(",")
+        redact_urls(&self.urls.join(","))
     }
+}
+
+/// `urls` (comma-separated) with the secret of each URL's user info replaced:
+/// `nats://user:pw@host` → `nats://user:<redacted>@host`, `nats://token@host` →
+/// `nats://<redacted>@host`.
+pub fn redact_urls(urls: &str) -> String {
+    split_urls(urls)
+        .iter()
+        .map(|url| redact_url(url))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let (user_info, host) = (&rest[..at], &rest[at..]);
+    let shown = match user_info.split_once(':') {
+        Some((user, _)) => format!("{user}:<redacted>"),
+        None => "<redacted>".to_string(),
+    };
+    format!("{scheme}{shown}{host}")
+}
+
+/// Whether a URL carries its own credentials (`nats://user:pw@host`).
+fn has_user_info(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest[..rest.find('/').unwrap_or(rest.len())].contains('@')
 }
 
 /// Splits `nats://a:4222,nats://b:4222` (spaces allowed) into URLs.
@@ -147,7 +182,18 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client> {
     }
     nats_options = with_tls(nats_options, &options.tls)?;
     nats_options = match &options.auth {
-        Auth::None => nats_options,
+        Auth::None => {
+            if !options.urls.iter().any(|url| has_user_info(url)) {
+                warn!(
+                    urls = %urls,
+                    "connecting to NATS without credentials: if this server accepts that, any \
+                     process that reaches it can read every question and answer and delete \
+                     cauce's streams; give --nats-user and --nats-password (or --nats-creds), \
+                     or let `cauce up` start its own server, which requires a login"
+                );
+            }
+            nats_options
+        }
         Auth::UserPassword { user, password } => {
             nats_options.user_and_password(user.clone(), password.clone())
         }
@@ -235,5 +281,16 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn passwords_in_urls_never_print() {
+        assert_eq!(
+            redact_urls("nats://ops:hunter2@a:4222, tls://sekrit@b:4223,nats://c:1"),
+            "nats://ops:<redacted>@a:4222,tls://<redacted>@b:4223,nats://c:1"
+        );
+        let options = ConnectOptions::new("nats://ops:hunter2@a:4222", "x");
+        assert_eq!(options.urls_display(), "nats://ops:<redacted>@a:4222");
+        assert!(has_user_info("nats://u:p@h:1") && !has_user_info("nats://h:1"));
     }
 }

@@ -191,6 +191,7 @@ pub fn service_name(kind: WorkerKind) -> &'static str {
         WorkerKind::Retrieval => "cauce-retrieval",
         WorkerKind::Inference => "cauce-inference",
         WorkerKind::Gateway => "cauce-gateway",
+        WorkerKind::Launcher => "cauce-up",
     }
 }
 
@@ -200,6 +201,8 @@ pub enum WorkerKind {
     Retrieval,
     Inference,
     Gateway,
+    /// `cauce up`, which supervises one process of each component.
+    Launcher,
 }
 
 #[cfg(test)]

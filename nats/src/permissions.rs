@@ -20,8 +20,9 @@
 //!   consumer on first start), publishes events, listens for cancels, reads and writes
 //!   results and the cache (answers and its model's card), and reads cancels;
 //! - an **ingest** run reads and writes `DOCS`; an ingest worker (`--follow`) also
-//!   consumes upload jobs, reads and deletes uploaded files, and writes their records;
-//!   the gateway stores those files and records and queues their jobs;
+//!   consumes upload jobs, reads uploaded files, and writes their records; the gateway
+//!   stores, replaces and deletes those files, writes their records and queues their
+//!   jobs (an ingest worker cannot remove a file: that would be any file);
 //! - the **operator** (`cauce up`, `nats apply`, `replay`, `status`, `cache`, `bench`)
 //!   does what every other role does, plus the JetStream API as a whole: only it can
 //!   create, change or delete a stream or consumer, and read `DEAD`; it also receives
@@ -214,13 +215,15 @@ fn ingest() -> Permissions {
         .publish([names::DOCS_SUBJECTS.to_string()])
         .and(stream_read(names::DOCS))
         .and(consume(names::UPLOADS, names::INGEST_CONSUMER))
-        .and(upload_files())
+        .and(stream_read(&names::object_stream(names::UPLOADS_BUCKET)))
         .and(bucket_read(names::DOCUMENTS_BUCKET))
         .and(bucket_write(names::DOCUMENTS_BUCKET))
 }
 
 /// Reading, writing and deleting uploaded files: an object's chunks and metadata, and
-/// purging the chunks of the object it replaces or deletes (this one stream only).
+/// purging the chunks of the object it replaces or deletes (this one stream only). Only
+/// the gateway may: a purge names its subject in the request's body, which permissions
+/// cannot narrow, so an ingest worker, which converts files others upload, only reads.
 fn upload_files() -> Permissions {
     let bucket = names::UPLOADS_BUCKET;
     let stream = names::object_stream(bucket);
@@ -245,7 +248,9 @@ fn operator() -> Permissions {
     .map(of)
     .fold(Permissions::default(), Permissions::and)
     .publish([api(">"), "$JS.ACK.>".to_string(), "$JS.FC.>".to_string()])
-    .publish(discovery([WorkerKind::Gateway]))
+    .publish(discovery([WorkerKind::Gateway, WorkerKind::Launcher]))
+    // `cauce up` announces its children
+    .and(service(WorkerKind::Launcher))
     // NATS' default inbox, for the `nats` command-line tool; no cauce role uses it
     .subscribe(["_INBOX.>".to_string()])
 }

@@ -1,8 +1,9 @@
 //! Running a local `nats-server -js` as a child process: for `cauce up` when no NATS
 //! answers, and for tests (see the `testkit` feature).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,9 +70,21 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
 
 /// Starts the server and waits until it greets clients with JetStream enabled.
 pub fn spawn(config: &ServerConfig, ready_timeout: Duration) -> Result<Child, ServerError> {
+    spawn_prepared(config, ready_timeout, |_| {})
+}
+
+/// [`spawn`], with `prepare` setting more of the command first (a parent-death signal,
+/// a process group).
+pub fn spawn_prepared(
+    config: &ServerConfig,
+    ready_timeout: Duration,
+    prepare: impl FnOnce(&mut Command),
+) -> Result<Child, ServerError> {
     std::fs::create_dir_all(&config.store_dir)?;
     let config_file = write_config_file(config)?;
-    let mut child = Command::new(&config.binary)
+    let mut command = Command::new(&config.binary);
+    prepare(&mut command);
+    let mut child = command
         .arg("-c")
         .arg(&config_file)
         .args(["-js", "-a", &config.host, "-p", &config.port.to_string()])
@@ -123,7 +136,15 @@ fn write_config_file(config: &ServerConfig) -> std::io::Result<PathBuf> {
         extra = config.extra
     );
     let path = config.store_dir.with_extension("conf");
-    std::fs::write(&path, text)?;
+    // it may hold the users' passwords: only this user reads it
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
     Ok(path)
 }
 

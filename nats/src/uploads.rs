@@ -267,6 +267,8 @@ impl Uploads {
         let job = UploadJob::Delete { id: id.clone() };
         self.queue(&job, &format!("delete-{}", stored.revision))
             .await?;
+        // the gateway drops the file: an ingest worker may only read files
+        self.drop_file(&record).await;
         Ok(Some(record))
     }
 
@@ -381,9 +383,9 @@ impl Uploads {
         }
     }
 
-    /// Drops a deleted document's record, then its file (ingest), once `DOCS` has its
-    /// tombstone. A record changed since `read` (uploaded again) stays, and the gateway
-    /// that replaced it dropped the file.
+    /// Drops a deleted document's record (ingest), once `DOCS` has its tombstone. A
+    /// record changed since `read` (uploaded again) stays. The gateway dropped the file
+    /// when it queued the delete.
     pub async fn forget(&self, read: &Stored) -> Result<()> {
         let id = &read.record.id;
         match self
@@ -401,7 +403,6 @@ impl Uploads {
                 ));
             }
         }
-        self.drop_file(&read.record).await;
         Ok(())
     }
 }
