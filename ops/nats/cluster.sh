@@ -6,6 +6,14 @@
 #   ops/nats/cluster.sh [DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# the configs include permissions.conf: each cauce role's user needs its password
+for role in GATEWAY RETRIEVAL INFERENCE INGEST OPERATOR; do
+    var="CAUCE_NATS_${role}_PASSWORD"
+    if [ -z "${!var:-}" ]; then
+        echo "cluster.sh: set $var (and the other CAUCE_NATS_*_PASSWORD variables): the servers require a login per cauce role" >&2
+        exit 2
+    fi
+done
 dir=${1:-/tmp/cauce-nats}
 pids=()
 stop() {

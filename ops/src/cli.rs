@@ -10,6 +10,8 @@ use cauce_nats::permissions::Role;
 use cauce_nats::{Auth, ConnectOptions, Limits, Need, Tls};
 use clap::Args;
 
+use crate::credentials;
+
 /// Where cauce keeps models, local indexes and a locally started NATS store.
 #[derive(Debug, Clone, Args)]
 pub struct HomeArgs {
@@ -20,14 +22,22 @@ pub struct HomeArgs {
 
 impl HomeArgs {
     pub fn dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(home) = &self.home {
-            return Ok(home.clone());
+        match &self.home {
+            Some(home) => Ok(home.clone()),
+            None => default_home(),
         }
-        let user_home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .context("HOME is not set: pass --home or set CAUCE_HOME")?;
-        Ok(PathBuf::from(user_home).join(".local/share/cauce"))
     }
+}
+
+/// `$CAUCE_HOME`, else `~/.local/share/cauce`: the home of a command without `--home`.
+pub fn default_home() -> anyhow::Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CAUCE_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    let user_home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("HOME is not set: pass --home or set CAUCE_HOME")?;
+    Ok(PathBuf::from(user_home).join(".local/share/cauce"))
 }
 
 /// How to reach NATS.
@@ -79,7 +89,7 @@ impl NatsArgs {
             &self.nats_token,
             &self.nats_creds,
         ) {
-            (None, None, None, None) => Auth::None,
+            (None, None, None, None) => self.stored_login(role)?,
             (Some(user), password, None, None) => Auth::UserPassword {
                 user: user.clone(),
                 password: password.clone().unwrap_or_default(),
@@ -90,6 +100,35 @@ impl NatsArgs {
             _ => bail!("give one of --nats-user, --nats-token or --nats-creds, not several"),
         };
         Ok(options)
+    }
+
+    /// The login `cauce up` generated for `role` (see [`credentials`]), when every URL
+    /// is on this machine and the home holds one; else no credentials. A password is
+    /// never offered to a server elsewhere.
+    fn stored_login(&self, role: Role) -> anyhow::Result<Auth> {
+        let urls = cauce_nats::connect::split_urls(&self.nats_url);
+        let addrs = cauce_nats::connect::server_addrs(&urls)?;
+        let local = addrs
+            .iter()
+            .all(|addr| matches!(addr.host(), "127.0.0.1" | "localhost" | "::1" | "[::1]"));
+        if !local {
+            return Ok(Auth::None);
+        }
+        let Ok(home) = default_home() else {
+            return Ok(Auth::None);
+        };
+        Ok(match credentials::stored(&home, role)? {
+            Some(password) => Auth::UserPassword {
+                user: role.user(),
+                password,
+            },
+            None => Auth::None,
+        })
+    }
+
+    /// The URL list with any password in it replaced, for logs.
+    pub fn url_for_logs(&self) -> String {
+        cauce_nats::connect::redact_urls(&self.nats_url)
     }
 }
 

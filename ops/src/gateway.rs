@@ -22,6 +22,13 @@ pub struct GatewayArgs {
     limits: LimitsArgs,
     #[command(flatten)]
     http: GatewayHttpArgs,
+    /// Folder served under /docs/, where the bundled guide's source links point
+    #[arg(long, env = "CAUCE_GATEWAY_DOCS_DIR")]
+    docs_dir: Option<PathBuf>,
+    /// Serve on this inherited listening socket instead of binding --host and --port
+    /// (how `cauce up` hands its port to the gateway it starts)
+    #[arg(long, env = "CAUCE_LISTEN_FD", hide = true)]
+    listen_fd: Option<i32>,
 }
 
 /// The gateway's own flags.
@@ -146,7 +153,8 @@ impl GatewayHttpArgs {
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let config = args.http.config()?;
+    let mut config = args.http.config()?;
+    config.docs_dir = args.docs_dir.clone();
     let address = args.http.address()?;
     let client = connect(&args.nats.connect_options(
         cauce_nats::permissions::Role::Gateway,
@@ -155,9 +163,12 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     .await?;
     let js = cauce_nats::async_nats::jetstream::new(client.clone());
     args.limits.check(&js, Need::GATEWAY).await?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address}"))?;
+    let listener = match args.listen_fd {
+        Some(fd) => inherited_listener(fd)?,
+        None => tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))?,
+    };
     println!(
         "cauce gateway {} listening on http://{}",
         config.id,
@@ -168,4 +179,21 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     cauce_gateway::serve(config, client.clone(), listener, cancel).await?;
     client.drain().await.ok();
     Ok(())
+}
+
+/// The listening socket a parent handed over as descriptor `fd`.
+fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        anyhow::bail!("--listen-fd {fd} is not an inherited socket");
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `cauce up` passed this descriptor to this process for it alone; nothing
+    // else here owns it, and `local_addr` below checks it is a socket.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener
+        .local_addr()
+        .with_context(|| format!("--listen-fd {fd} is not a listening socket"))?;
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
 }

@@ -75,7 +75,7 @@ pub struct InferenceArgs {
 
 pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
     let config = args.model.worker_config(&args.home)?;
-    info!(?config, nats_url = %args.nats.nats_url, "cauce inference");
+    info!(?config, nats_url = %args.nats.url_for_logs(), "cauce inference");
     let client = connect(&args.nats.connect_options(
         cauce_nats::permissions::Role::Inference,
         &format!("cauce-inference {}", config.model),

@@ -75,7 +75,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         progress: ProgressMode::detect(),
     };
-    info!(?options, nats_url = %args.nats.nats_url, "cauce ingest");
+    info!(?options, nats_url = %args.nats.url_for_logs(), "cauce ingest");
     let client = connect(
         &args
             .nats

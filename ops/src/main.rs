@@ -1,6 +1,7 @@
-//! `cauce`: the command line of the cauce service. `cauce up` runs the whole service in
-//! one process; later subcommands run each component alone (`retrieval`, `inference`,
-//! `gateway`) and the operator tools (`ingest`, `replay`, `bench`, `status`).
+//! `cauce`: the command line of the cauce service. `cauce up` runs the whole service,
+//! one child process per component; the other subcommands run each component alone
+//! (`retrieval`, `inference`, `gateway`, `ingest --follow`) and the operator tools
+//! (`ingest`, `replay`, `bench`, `status`).
 //!
 //! This crate owns configuration (clap, every flag also an environment variable),
 //! logging, process lifecycle and signals. It holds no pipeline logic of its own: it
@@ -10,6 +11,7 @@ mod bench;
 mod cache;
 mod chaos;
 mod cli;
+mod credentials;
 mod gateway;
 mod inference;
 mod ingest;
@@ -22,7 +24,7 @@ mod signals;
 mod status;
 mod up;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// A retrieval-augmented chat service built on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -34,8 +36,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the whole service: NATS (found or started), the bundled corpus, one
-    /// retrieval worker, one inference worker and the gateway with the chat page.
+    /// Start the whole service: NATS (found or started), the bundled corpus, and one
+    /// process each of the gateway (with the chat page), retrieval, inference and
+    /// ingest, restarted when one dies.
     Up(up::UpArgs),
     /// Read Markdown, text, HTML, PDF, DOCX and EPUB files and publish them to the DOCS stream.
     Ingest(ingest::IngestArgs),
@@ -64,7 +67,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let up_matches = matches.subcommand_matches("up").cloned();
     let tool = matches!(
         cli.command,
         Command::Status(_) | Command::Replay(_) | Command::Nats(_)
@@ -75,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up::run(args).await,
+            Command::Up(args) => up::run(args, &up_matches.unwrap_or_default()).await,
             Command::Cache(args) => cache::run(args).await,
             Command::Nats(args) => nats::run(args).await,
             Command::Chaos(args) => chaos::run(args).await,

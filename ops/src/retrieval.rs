@@ -56,7 +56,7 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     config.prompt_counter = Some(prompt_counter(args.models_dirs.clone(), &args.home)?);
     config.concurrency = args.concurrency;
     args.cache.apply(&mut config);
-    info!(?config, nats_url = %args.nats.nats_url, "cauce retrieval");
+    info!(?config, nats_url = %args.nats.url_for_logs(), "cauce retrieval");
 
     let client = connect(
         &args

@@ -55,6 +55,25 @@ pub struct Snapshot {
     pub streams: Vec<StreamView>,
     pub workers: Vec<WorkerView>,
     pub gateways: Vec<GatewayView>,
+    /// Each `cauce up` and the children it supervises.
+    pub launchers: Vec<LauncherView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LauncherView {
+    pub id: String,
+    pub children: Vec<ChildView>,
+}
+
+/// One child of a `cauce up`, as it announces it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ChildView {
+    pub name: String,
+    /// Absent while it is being restarted.
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub started_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -217,10 +236,11 @@ pub async fn take(
         consumers: a.consumers,
     });
     let streams = streams(js).await?;
-    let (retrieval, inference, gateways) = tokio::try_join!(
+    let (retrieval, inference, gateways, launchers) = tokio::try_join!(
         discovery::discover(client, WorkerKind::Retrieval, discovery_wait),
         discovery::discover(client, WorkerKind::Inference, discovery_wait),
         discovery::discover(client, WorkerKind::Gateway, discovery_wait),
+        discovery::discover(client, WorkerKind::Launcher, discovery_wait),
     )?;
     let now = Instant::now();
     let mut workers: Vec<WorkerView> = retrieval
@@ -249,6 +269,7 @@ pub async fn take(
         })
         .collect();
     gateways.sort_by(|a, b| a.gateway.cmp(&b.gateway));
+    let launchers = launchers.iter().map(launcher_view).collect();
     Ok(Snapshot {
         taken_at_ms: cauce_nats::wire::now_ms(),
         servers,
@@ -256,7 +277,20 @@ pub async fn take(
         streams,
         workers,
         gateways,
+        launchers,
     })
+}
+
+fn launcher_view(instance: &Instance) -> LauncherView {
+    let children = instance
+        .stats_data()
+        .and_then(|data| data.get("children"))
+        .and_then(|children| serde_json::from_value(children.clone()).ok())
+        .unwrap_or_default();
+    LauncherView {
+        id: instance.info.id.clone(),
+        children,
+    }
 }
 
 /// The figures of a worker's metrics worth a glance, on one line.
@@ -597,7 +631,33 @@ pub fn render(snapshot: &Snapshot) -> String {
                 .map_or("-".into(), |n| n.to_string())
         );
     }
+    render_launchers(&mut out, snapshot);
     out
+}
+
+fn render_launchers(out: &mut String, snapshot: &Snapshot) {
+    for launcher in &snapshot.launchers {
+        let _ = writeln!(out, "\nCAUCE UP {}", launcher.id);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>8} {:>6} {:>8}  last exit",
+            "child", "pid", "up", "restarts"
+        );
+        for child in &launcher.children {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>8} {:>6} {:>8}  {}",
+                child.name,
+                child.pid.map_or("-".into(), |pid| pid.to_string()),
+                child.pid.map_or("-".into(), |_| age(
+                    snapshot.taken_at_ms,
+                    child.started_at_ms
+                )),
+                child.restarts,
+                child.last_exit.as_deref().unwrap_or("-"),
+            );
+        }
+    }
 }
 
 fn bytes(n: u64) -> String {

@@ -67,7 +67,10 @@ async fn up_starts_nats_sets_up_streams_and_stops_it_on_ctrl_c() {
             "cauce up did not set up the streams"
         );
         assert!(up.0.try_wait().unwrap().is_none(), "cauce up exited early");
-        if let Ok(client) = async_nats::connect(&url).await {
+        let password = std::fs::read_to_string(home.path().join("nats-auth/operator"));
+        let login = async_nats::ConnectOptions::new()
+            .user_and_password("cauce-operator".into(), password.unwrap_or_default());
+        if let Ok(client) = login.connect(&url).await {
             let js = jetstream::new(client);
             let mut names = Vec::new();
             for name in [

@@ -351,7 +351,10 @@ async fn run_worker(args: &LoadArgs) -> anyhow::Result<Run> {
     let target = Arc::new(target);
     let prompts = prompt_set(args)?;
     let base = seed_base();
-    eprintln!("bench: worker of {model} through {}", args.nats.nats_url);
+    eprintln!(
+        "bench: worker of {model} through {}",
+        args.nats.url_for_logs()
+    );
     for n in 0..args.warmup {
         let prompt = prompts::worker_prompt(base + n, &prompts[0]);
         let sample = target.send(prompt, n, std::time::Instant::now()).await;
