@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chunk::{self, ChunkOptions};
 use crate::extract::{self, Extracted, Refusal};
+use crate::sandbox::Reader;
 use crate::source::{Format, SourceFile};
 use crate::{docx, epub, html, markdown, pdf};
 
@@ -35,9 +36,14 @@ pub(crate) enum Outcome {
 }
 
 /// Reads, extracts, chunks and encodes one file. What a reader logs names the file.
-pub(crate) fn prepare(file: SourceFile, collection: Collection, options: ChunkOptions) -> Prepared {
+pub(crate) fn prepare(
+    file: SourceFile,
+    collection: Collection,
+    options: ChunkOptions,
+    reader: &Reader,
+) -> Prepared {
     match std::fs::read(&file.path) {
-        Ok(raw) => prepare_bytes(file, &raw, collection, options),
+        Ok(raw) => prepare_bytes(file, &raw, collection, options, reader),
         Err(err) => Prepared {
             file,
             source_bytes: 0,
@@ -52,10 +58,11 @@ pub(crate) fn prepare_bytes(
     raw: &[u8],
     collection: Collection,
     options: ChunkOptions,
+    reader: &Reader,
 ) -> Prepared {
     let _file = tracing::info_span!("file", path = %file.path.display()).entered();
     let source_bytes = raw.len();
-    let extracted = match read(file.format, raw) {
+    let extracted = match reader.read(file.format, raw) {
         Ok(extracted) => extracted,
         Err(refusal) => {
             return Prepared {
@@ -79,8 +86,9 @@ pub(crate) fn prepare_bytes(
     }
 }
 
-/// What the reader of `format` finds in `raw`.
-fn read(format: Format, raw: &[u8]) -> Result<Extracted, Refusal> {
+/// What the reader of `format` finds in `raw`, in this process: only for trusted bytes
+/// and inside the sandbox (see [`crate::sandbox`]).
+pub(crate) fn read(format: Format, raw: &[u8]) -> Result<Extracted, Refusal> {
     let text = || String::from_utf8_lossy(raw);
     Ok(match format {
         Format::Markdown => markdown::extract(&text()),

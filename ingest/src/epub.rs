@@ -2,8 +2,12 @@
 //! package's spine lists the chapters (XHTML) in reading order, and each chapter is
 //! read as HTML ([`crate::html`]), so headings, anchors and paragraphs come out as they
 //! do for a web page. The title is the package's `dc:title`.
+//!
+//! A spine may list a chapter more than once, which would make a small file expand to
+//! many times its parts: each chapter is read once, and the text of the whole book is
+//! capped at [`MAX_TEXT_BYTES`] (each part is capped already, in [`crate::xml`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
@@ -11,6 +15,9 @@ use quick_xml::events::Event;
 use crate::extract::{Extracted, Refusal};
 use crate::html;
 use crate::xml::{self, Archive, attr, text_of};
+
+/// The most text one book may hold, in bytes: past it, the book is refused.
+pub const MAX_TEXT_BYTES: usize = 64 << 20;
 
 /// Reads one EPUB file.
 pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
@@ -24,13 +31,25 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
     let package = required(&mut zip, &package_path)?;
     let base = package_path.rsplit_once('/').map_or("", |(dir, _)| dir);
     let mut sections = Vec::new();
+    let mut text_bytes = 0;
+    let mut read = HashSet::new();
     for chapter in spine(&package) {
+        if !read.insert(chapter.clone()) {
+            continue;
+        }
         let path = if base.is_empty() {
             chapter
         } else {
             format!("{base}/{chapter}")
         };
         let xhtml = required(&mut zip, &percent_decoded(&path))?;
+        text_bytes += xhtml.len();
+        if text_bytes > MAX_TEXT_BYTES {
+            return Err(Refusal::Failed(format!(
+                "its chapters hold more than {} MiB of text: split it into smaller books",
+                MAX_TEXT_BYTES >> 20
+            )));
+        }
         sections.extend(html::extract(&xhtml).sections);
     }
     Ok(Extracted {
@@ -111,6 +130,22 @@ fn percent_decoded(href: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chapter_listed_many_times_is_read_once() {
+        let book = crate::testkit::epub_spine_bomb(1 << 20, 1000);
+        let extracted = extract(&book).unwrap();
+        let text: usize = extracted
+            .sections
+            .iter()
+            .flat_map(|s| &s.paragraphs)
+            .map(String::len)
+            .sum();
+        assert!(
+            text < 2 << 20,
+            "{text} bytes of text from one 1 MiB chapter"
+        );
+    }
 
     #[test]
     fn the_spine_orders_the_chapters() {

@@ -2,7 +2,7 @@
 //! under one heading path. Chunking ([`crate::chunk`]) turns sections into passages.
 
 /// What a reader found in one file.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extracted {
     /// The document's own title (`<title>`, the first `# heading`), if it has one.
     pub title: Option<String>,
@@ -10,7 +10,7 @@ pub struct Extracted {
 }
 
 /// The paragraphs under one heading path.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Section {
     /// Headings above the paragraphs, outermost first.
     pub heading_path: Vec<String>,
@@ -20,7 +20,8 @@ pub struct Section {
 }
 
 /// Why a file of a binary format (PDF, DOCX, EPUB) gave no document.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// It needs a password to open.
     #[error("it is encrypted: save a copy without a password and ingest that")]
@@ -34,6 +35,10 @@ pub enum Refusal {
     /// It does not parse as its format.
     #[error("it is corrupt or not what its extension says: {0}")]
     Corrupt(String),
+    /// Its conversion crashed, ran out of time or memory, or would expand too far (see
+    /// [`crate::sandbox`]): what happened, said for the one who uploaded it.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Builds sections while a reader walks a document: headings open a new section,

@@ -4,6 +4,11 @@
 //! [`cauce_nats::uploads`] for the protocol). Any number of them can run; each job goes
 //! to one.
 //!
+//! Each file is converted in the conversion sandbox ([`crate::sandbox`]): the worker
+//! never parses an uploaded file itself, and a file that crashes or outlasts its
+//! converter is one failed upload with the reason. Up to `concurrency` jobs run at
+//! once, so one slow file never holds the others up.
+//!
 //! A job is acked only once its outcome is recorded, so a worker that dies mid-job
 //! leaves it to another. A job whose NATS work fails is retried; the worker that holds
 //! its last delivery records the upload as failed, with the error, so every upload
@@ -30,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::document::{self, Outcome, Prepared};
 use crate::error::{Error, Result};
+use crate::sandbox::Reader;
 use crate::source::{Format, SourceFile};
 use crate::{ChunkOptions, publish};
 
@@ -47,10 +53,12 @@ enum Attempt {
     Raced,
 }
 
-/// Converts upload jobs until `cancel` fires.
+/// Converts upload jobs, up to `concurrency` at once, until `cancel` fires.
 pub async fn follow(
     js: &jetstream::Context,
     chunk: ChunkOptions,
+    reader: Reader,
+    concurrency: usize,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let uploads = Uploads::open(js).await?;
@@ -70,11 +78,27 @@ pub async fn follow(
         .messages()
         .await
         .map_err(|e| Error::jetstream("pull upload jobs", e))?;
-    info!("ingest worker: following upload jobs");
+    info!(concurrency, "ingest worker: following upload jobs");
+    let worker = Worker {
+        js,
+        docs: &docs,
+        uploads: &uploads,
+        chunk,
+        reader: &reader,
+    };
+    let mut running = futures::stream::FuturesUnordered::<
+        std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>,
+    >::new();
     loop {
         let message = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            next = messages.next() => next,
+            Some(went_on) = running.next(), if !running.is_empty() => {
+                if !went_on {
+                    return Ok(());
+                }
+                continue;
+            }
+            next = messages.next(), if running.len() < concurrency.max(1) => next,
         };
         let message = match message {
             Some(Ok(message)) => message,
@@ -85,15 +109,7 @@ pub async fn follow(
             }
             None => return Err(Error::Cancelled),
         };
-        let worker = Worker {
-            js,
-            docs: &docs,
-            uploads: &uploads,
-            chunk,
-        };
-        if !worker.take(message, cancel).await {
-            return Ok(());
-        }
+        running.push(Box::pin(worker.take(message, cancel)));
     }
 }
 
@@ -102,6 +118,7 @@ struct Worker<'a> {
     docs: &'a Stream,
     uploads: &'a Uploads,
     chunk: ChunkOptions,
+    reader: &'a Reader,
 }
 
 impl Worker<'_> {
@@ -240,8 +257,9 @@ impl Worker<'_> {
             location: uploads::content_location(&record.id),
         };
         let (collection, chunk) = (record.collection.clone(), self.chunk);
+        let reader = self.reader.clone();
         let Prepared { file, outcome, .. } = tokio::task::spawn_blocking(move || {
-            document::prepare_bytes(file, &bytes, collection, chunk)
+            document::prepare_bytes(file, &bytes, collection, chunk, &reader)
         })
         .await
         .map_err(|e| Error::Read {

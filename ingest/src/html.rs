@@ -183,20 +183,20 @@ fn heading_anchor(node: NodeRef<'_, Node>, element: &Element) -> Option<String> 
 }
 
 /// Appends the text under `node`, leaving out what [`is_dropped`] drops.
+/// The text under `node`, dropped elements' subtrees left out, in one pass over it (a
+/// dropped element's subtree is skipped as a whole, so no node looks at its ancestors:
+/// linear however deep the nesting).
 fn visible_text(node: NodeRef<'_, Node>, out: &mut String) {
-    for child in node.descendants().skip(1) {
+    let mut stack: Vec<NodeRef<'_, Node>> = node.children().rev().collect();
+    while let Some(child) = stack.pop() {
         match child.value() {
-            Node::Text(text) if !has_dropped_ancestor(child, node) => out.push_str(text),
+            Node::Text(text) => out.push_str(text),
             Node::Element(element) if element.name() == "br" => out.push('\n'),
+            Node::Element(element) if is_dropped(element) => continue,
             _ => {}
         }
+        stack.extend(child.children().rev());
     }
-}
-
-fn has_dropped_ancestor(node: NodeRef<'_, Node>, stop: NodeRef<'_, Node>) -> bool {
-    node.ancestors()
-        .take_while(|a| a.id() != stop.id())
-        .any(|a| a.value().as_element().is_some_and(is_dropped))
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //!
 //! - [`follow`] is the ingest worker kind (`cauce ingest --follow`): it converts files
 //!   uploaded through the gateway, which it reads from JetStream, with the same readers.
+//! - Untrusted files are read in the conversion sandbox ([`sandbox`]): a child process
+//!   per file, with limits on memory, time and output, whose crash is one failed
+//!   conversion with a reason. [`convert_stdin`] is what that child runs.
 //!
 //! It does not search or index, and it does not create streams: `cauce up` or
 //! `cauce nats apply` (`cauce_nats::apply`) does. Retrieval workers build their own
@@ -32,6 +35,7 @@ pub mod markdown;
 pub mod pdf;
 mod progress;
 mod publish;
+pub mod sandbox;
 pub mod source;
 mod summary;
 #[cfg(feature = "testkit")]
@@ -53,6 +57,7 @@ pub use error::{Error, Result};
 pub use extract::{Extracted, Refusal, Section, plain_text};
 pub use follow::follow;
 pub use progress::ProgressMode;
+pub use sandbox::{Reader, Sandbox};
 pub use source::{Format, SkipReason, Skipped};
 pub use summary::Summary;
 
@@ -83,6 +88,8 @@ pub struct IngestOptions {
     /// Publishes whose ack has not come back yet, at most.
     pub max_in_flight: usize,
     pub progress: ProgressMode,
+    /// Where the readers run: `cauce ingest` reads in the conversion sandbox.
+    pub reader: Reader,
 }
 
 impl Default for IngestOptions {
@@ -98,6 +105,7 @@ impl Default for IngestOptions {
             chunk: ChunkOptions::default(),
             max_in_flight: 64,
             progress: ProgressMode::Quiet,
+            reader: Reader::InProcess,
         }
     }
 }
@@ -153,10 +161,11 @@ pub async fn run(
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = options.chunk;
     let collection = options.collection.clone();
+    let reader = options.reader.clone();
     let mut prepared = futures::stream::iter(discovered.files)
         .map(|file| {
-            let collection = collection.clone();
-            tokio::task::spawn_blocking(move || document::prepare(file, collection, chunk))
+            let (collection, reader) = (collection.clone(), reader.clone());
+            tokio::task::spawn_blocking(move || document::prepare(file, collection, chunk, &reader))
         })
         .buffered(parallel);
 
@@ -241,4 +250,21 @@ pub async fn run(
         "ingest done"
     );
     Ok(summary)
+}
+
+/// The converter of the sandbox (`cauce convert <format>`): reads one file of `format`
+/// from standard input, extracts it in this process and writes what it found, or why
+/// it refused the file, as JSON to standard output. Run it only as the sandbox runs it:
+/// in a child process with limits ([`sandbox`]).
+pub fn convert_stdin(format: Format) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut raw = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut raw)?;
+    let converted = match document::read(format, &raw) {
+        Ok(extracted) => sandbox::Converted::Extracted(extracted),
+        Err(refusal) => sandbox::Converted::Refused(refusal),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &converted).map_err(std::io::Error::other)?;
+    out.flush()
 }

@@ -7,15 +7,37 @@
 //! not parse, and one with pages but no text on any of them (a scan without a text
 //! layer). A page whose content the extractor cannot read is left out and the others
 //! are kept.
+//!
+//! The reader defends itself before the parsers recurse (the sandbox catches what is
+//! left, see [`crate::sandbox`]): arrays and dictionaries nested deeper than
+//! [`MAX_NESTING`] are refused before `lopdf` parses them, and Form XObjects that draw
+//! themselves, or nest deeper than [`MAX_FORM_DEPTH`], before `pdf-extract` follows them;
+//! a stream that inflates past [`MAX_INFLATED_STREAM`], or streams past
+//! [`MAX_INFLATED_TOTAL`] together, before anything inflates them into memory.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use lopdf::{Document, Object};
+use lopdf::{Document, Object, ObjectId};
 
 use crate::extract::{Extracted, Refusal, SectionBuilder};
 
+/// Arrays and dictionaries nested deeper than this are refused.
+pub const MAX_NESTING: usize = 256;
+/// Form XObjects drawn within each other deeper than this are refused.
+pub const MAX_FORM_DEPTH: usize = 32;
+/// The most one stream may inflate to, in bytes.
+pub const MAX_INFLATED_STREAM: u64 = 256 << 20;
+/// The most all streams may inflate to together, in bytes.
+pub const MAX_INFLATED_TOTAL: u64 = 1 << 30;
+
 /// Reads one PDF file.
 pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
+    if nesting_depth(raw, MAX_NESTING) > MAX_NESTING {
+        return Err(Refusal::Corrupt(format!(
+            "it nests arrays or dictionaries more than {MAX_NESTING} deep"
+        )));
+    }
     let doc = catch_unwind(|| Document::load_mem(raw))
         .map_err(|_| Refusal::Corrupt("the PDF parser failed on it".into()))?
         .map_err(|err| Refusal::Corrupt(err.to_string()))?;
@@ -26,6 +48,8 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
     if pages.is_empty() {
         return Err(Refusal::Corrupt("it has no pages".into()));
     }
+    check_forms(&doc)?;
+    check_inflated_sizes(&doc)?;
     let mut builder = SectionBuilder::default();
     let mut unreadable = 0;
     for &number in pages.keys() {
@@ -53,6 +77,177 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
         title: title(&doc),
         sections,
     })
+}
+
+/// How deep `[` and `<<` nest in `raw`, outside comments, strings and streams; the
+/// scan stops once past `limit`. Linear, and it allocates nothing.
+fn nesting_depth(raw: &[u8], limit: usize) -> usize {
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < raw.len() && deepest <= limit {
+        match raw[i] {
+            b'%' => i = skip_past(raw, i, |b| b == b'\n' || b == b'\r'),
+            b'(' => i = skip_string(raw, i),
+            b'[' => depth += 1,
+            b'<' if raw.get(i + 1) == Some(&b'<') => {
+                depth += 1;
+                i += 1;
+            }
+            b']' => depth = depth.saturating_sub(1),
+            b'>' if raw.get(i + 1) == Some(&b'>') => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b's' if raw[i..].starts_with(b"stream") && !raw[i..].starts_with(b"streams") => {
+                i = find(raw, i + 6, b"endstream").map_or(raw.len(), |end| end + 9);
+                continue;
+            }
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+        i += 1;
+    }
+    deepest
+}
+
+/// The index of the first byte after `start` that `stop` accepts (or the end).
+fn skip_past(raw: &[u8], start: usize, stop: impl Fn(u8) -> bool) -> usize {
+    raw[start..]
+        .iter()
+        .position(|&b| stop(b))
+        .map_or(raw.len(), |at| start + at)
+}
+
+/// The index of the `)` that closes the literal string opening at `start`.
+fn skip_string(raw: &[u8], start: usize) -> usize {
+    let (mut open, mut i) = (0usize, start);
+    while i < raw.len() {
+        match raw[i] {
+            b'\\' => i += 1,
+            b'(' => open += 1,
+            b')' => {
+                open -= 1;
+                if open == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    raw.len()
+}
+
+fn find(raw: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    raw.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|at| from + at)
+}
+
+/// Refuses a document whose Form XObjects draw themselves (directly or through others)
+/// or nest deeper than [`MAX_FORM_DEPTH`]: a reader following them would not stop.
+fn check_forms(doc: &Document) -> Result<(), Refusal> {
+    let graph: HashMap<ObjectId, Vec<ObjectId>> = doc
+        .objects
+        .iter()
+        .filter_map(|(id, object)| Some((*id, drawn_forms(doc, object)?)))
+        .collect();
+    // 1: on the path being walked; a depth: done
+    let mut state: HashMap<ObjectId, usize> = HashMap::new();
+    for &root in graph.keys() {
+        if state.contains_key(&root) {
+            continue;
+        }
+        let mut path = vec![(root, 0usize)];
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            state.entry(node).or_insert(usize::MAX);
+            let kids = &graph[&node];
+            if let Some(&kid) = kids.get(*next) {
+                *next += 1;
+                match state.get(&kid) {
+                    Some(&usize::MAX) => {
+                        return Err(Refusal::Corrupt("a drawing in it draws itself".into()));
+                    }
+                    Some(_) => {}
+                    None if graph.contains_key(&kid) => path.push((kid, 0)),
+                    None => {}
+                }
+                continue;
+            }
+            let depth = 1 + kids
+                .iter()
+                .filter_map(|k| state.get(k))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            if depth > MAX_FORM_DEPTH {
+                return Err(Refusal::Corrupt(format!(
+                    "its drawings nest more than {MAX_FORM_DEPTH} deep"
+                )));
+            }
+            state.insert(node, depth);
+            path.pop();
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a document whose Flate streams inflate past the caps: each is inflated once
+/// into nothing, counting bytes, before any reader inflates it into memory.
+fn check_inflated_sizes(doc: &Document) -> Result<(), Refusal> {
+    let mut total = 0u64;
+    for object in doc.objects.values() {
+        let Object::Stream(stream) = object else {
+            continue;
+        };
+        let flate = match stream.dict.get(b"Filter") {
+            Ok(Object::Name(name)) => name == b"FlateDecode",
+            Ok(Object::Array(filters)) => filters
+                .iter()
+                .any(|f| f.as_name().ok() == Some(b"FlateDecode".as_slice())),
+            _ => false,
+        };
+        if !flate {
+            continue;
+        }
+        let decoder = flate2::read::ZlibDecoder::new(stream.content.as_slice());
+        let mut capped = std::io::Read::take(decoder, MAX_INFLATED_STREAM + 1);
+        let size = std::io::copy(&mut capped, &mut std::io::sink()).unwrap_or(0);
+        total += size;
+        if size > MAX_INFLATED_STREAM || total > MAX_INFLATED_TOTAL {
+            return Err(Refusal::Failed(format!(
+                "its compressed streams would expand past {} MiB: split it into smaller files",
+                if size > MAX_INFLATED_STREAM {
+                    MAX_INFLATED_STREAM
+                } else {
+                    MAX_INFLATED_TOTAL
+                } >> 20
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The Form XObjects a Form XObject's resources name, `None` when `object` is not one.
+fn drawn_forms(doc: &Document, object: &Object) -> Option<Vec<ObjectId>> {
+    let Object::Stream(stream) = object else {
+        return None;
+    };
+    if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
+        return None;
+    }
+    let dict = |object: &Object| doc.dereference(object).ok()?.1.as_dict().ok().cloned();
+    let xobjects = stream
+        .dict
+        .get(b"Resources")
+        .ok()
+        .and_then(dict)
+        .and_then(|resources| resources.get(b"XObject").ok().and_then(dict));
+    Some(xobjects.map_or_else(Vec::new, |x| {
+        x.iter()
+            .filter_map(|(_, v)| v.as_reference().ok())
+            .collect()
+    }))
 }
 
 /// The text of page `number` (from 1), or `None` when the extractor fails on it.
@@ -121,6 +316,28 @@ mod tests {
                 "A well- Known fact"
             ]
         );
+    }
+
+    #[test]
+    fn deep_nesting_and_self_drawing_forms_are_refused_before_the_parsers_recurse() {
+        let nested = crate::testkit::pdf_nested_arrays(100_000);
+        let refusal = extract(&nested).unwrap_err().to_string();
+        assert!(refusal.contains("more than 256 deep"), "{refusal}");
+        let looped = crate::testkit::pdf_self_drawing_xobject();
+        let refusal = extract(&looped).unwrap_err().to_string();
+        assert!(refusal.contains("draws itself"), "{refusal}");
+        // brackets inside strings and streams do not count
+        let mut text = String::from("[[[((((");
+        text.push_str(&"[".repeat(300));
+        assert_eq!(
+            nesting_depth(b"[ (([[[[) <<>> ] stream\n[[[[[[\nendstream", 256),
+            1
+        );
+        let page = crate::testkit::pdf_bytes("ok", &[&text]);
+        assert!(extract(&page).is_ok());
+        let bomb = crate::testkit::pdf_inflate_bomb(MAX_INFLATED_STREAM + (1 << 20));
+        let refusal = extract(&bomb).unwrap_err().to_string();
+        assert!(refusal.contains("expand past 256 MiB"), "{refusal}");
     }
 
     #[test]

@@ -45,6 +45,44 @@ impl Format {
             _ => None,
         }
     }
+
+    /// The name `cauce convert` takes: `markdown`, `text`, `html`, `pdf`, `docx`, `epub`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Markdown => "markdown",
+            Format::Text => "text",
+            Format::Html => "html",
+            Format::Pdf => "pdf",
+            Format::Docx => "docx",
+            Format::Epub => "epub",
+        }
+    }
+
+    /// The format named `name` ([`Format::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Format::Markdown,
+            Format::Text,
+            Format::Html,
+            Format::Pdf,
+            Format::Docx,
+            Format::Epub,
+        ]
+        .into_iter()
+        .find(|format| format.as_str() == name)
+    }
+
+    /// How a message to a person names its reader: "the PDF reader".
+    pub fn reader_name(self) -> &'static str {
+        match self {
+            Format::Markdown => "Markdown",
+            Format::Text => "text",
+            Format::Html => "HTML",
+            Format::Pdf => "PDF",
+            Format::Docx => "DOCX",
+            Format::Epub => "EPUB",
+        }
+    }
 }
 
 /// One file to read.
@@ -77,6 +115,8 @@ pub enum SkipReason {
     NoTextLayer,
     /// It does not parse as its format.
     Corrupt,
+    /// Its conversion crashed, ran out of time or memory, or would expand too far.
+    ConversionFailed,
 }
 
 impl fmt::Display for SkipReason {
@@ -90,6 +130,7 @@ impl fmt::Display for SkipReason {
             SkipReason::Encrypted => "encrypted",
             SkipReason::NoTextLayer => "no text layer (scanned?)",
             SkipReason::Corrupt => "corrupt",
+            SkipReason::ConversionFailed => "conversion failed",
         })
     }
 }

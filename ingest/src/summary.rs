@@ -46,6 +46,7 @@ impl Summary {
             Refusal::Encrypted => SkipReason::Encrypted,
             Refusal::NoTextLayer { .. } => SkipReason::NoTextLayer,
             Refusal::Corrupt(_) => SkipReason::Corrupt,
+            Refusal::Failed(_) => SkipReason::ConversionFailed,
         };
         self.skipped.push(Skipped {
             path,

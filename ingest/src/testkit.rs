@@ -55,3 +55,134 @@ pub fn pdf_document(title: &str, pages: &[&str]) -> Document {
     doc.trailer.set("ID", vec![file_id.clone(), file_id]);
     doc
 }
+
+/// Crafted files, each aimed at one way a reader can be made to crash, hang or bloat:
+/// `(file name, bytes)`. The hostile-files tests upload them all at once.
+pub fn hostile_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("self-drawing-xobject.pdf", pdf_self_drawing_xobject()),
+        ("nested-arrays.pdf", pdf_nested_arrays(200_000)),
+        ("nested-spans.html", html_nested_spans(200_000)),
+        ("spine-bomb.epub", epub_spine_bomb(4 << 20, 400)),
+        ("inflate-bomb.pdf", pdf_inflate_bomb(1 << 30)),
+        ("not-a-pdf.pdf", b"%PDF-1.7\n%%EOF garbage".to_vec()),
+    ]
+}
+
+/// A page that draws a Form XObject which draws itself: a reader that follows XObjects
+/// without a visited set recurses until its stack overflows.
+pub fn pdf_self_drawing_xobject() -> Vec<u8> {
+    let mut doc = pdf_document("loop", &["Before the loop."]);
+    let xobject_id = doc.new_object_id();
+    let draw = Content {
+        operations: vec![Operation::new("Do", vec!["X1".into()])],
+    }
+    .encode()
+    .unwrap();
+    let form = Stream::new(
+        dictionary! {
+            "Type" => "XObject", "Subtype" => "Form",
+            "BBox" => vec![0.into(), 0.into(), 10.into(), 10.into()],
+            "Resources" => dictionary! { "XObject" => dictionary! { "X1" => xobject_id } },
+        },
+        draw.clone(),
+    );
+    doc.objects.insert(xobject_id, Object::Stream(form));
+    let page_ids: Vec<_> = doc.get_pages().values().copied().collect();
+    for page_id in page_ids {
+        let content_id = doc.add_object(Stream::new(dictionary! {}, draw.clone()));
+        if let Ok(Object::Dictionary(page)) = doc.get_object_mut(page_id) {
+            page.set("Contents", content_id);
+            page.set(
+                "Resources",
+                dictionary! { "XObject" => dictionary! { "X1" => xobject_id } },
+            );
+        }
+    }
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+/// A one-page PDF whose content stream (FlateDecode) inflates to `inflated` zero bytes.
+pub fn pdf_inflate_bomb(inflated: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..inflated.div_ceil(zeros.len() as u64) {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let packed = encoder.finish().unwrap();
+    let mut doc = pdf_document("bomb", &["A page."]);
+    let page_ids: Vec<_> = doc.get_pages().values().copied().collect();
+    for page_id in page_ids {
+        let stream = Stream::new(dictionary! { "Filter" => "FlateDecode" }, packed.clone());
+        let content_id = doc.add_object(stream);
+        if let Ok(Object::Dictionary(page)) = doc.get_object_mut(page_id) {
+            page.set("Contents", content_id);
+        }
+    }
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+/// A PDF (with a valid cross-reference table) whose catalog holds `depth` arrays
+/// nested in each other.
+pub fn pdf_nested_arrays(depth: usize) -> Vec<u8> {
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let offset = out.len();
+    out.extend_from_slice(b"1 0 obj\n<< /Type /Catalog /Nested ");
+    out.extend(std::iter::repeat_n(b'[', depth));
+    out.extend(std::iter::repeat_n(b']', depth));
+    out.extend_from_slice(b" >>\nendobj\n");
+    let xref = out.len();
+    out.extend_from_slice(
+        format!(
+            "xref\n0 2\n0000000000 65535 f \n{offset:010} 00000 n \ntrailer\n<< /Size 2 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// An HTML page of `depth` nested `<span>`s around a word.
+pub fn html_nested_spans(depth: usize) -> Vec<u8> {
+    let mut out = b"<html><body>".to_vec();
+    out.extend("<span>".repeat(depth).into_bytes());
+    out.extend_from_slice(b"deep");
+    out.extend("</span>".repeat(depth).into_bytes());
+    out.extend_from_slice(b"</body></html>");
+    out
+}
+
+/// An EPUB whose spine lists one chapter of `chapter_bytes` `times` times: a small file
+/// that expands to `chapter_bytes * times` of text.
+pub fn epub_spine_bomb(chapter_bytes: usize, times: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("mimetype", stored).unwrap();
+    zip.write_all(b"application/epub+zip").unwrap();
+    zip.start_file("META-INF/container.xml", deflated).unwrap();
+    zip.write_all(
+        br#"<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile full-path="content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>"#,
+    )
+    .unwrap();
+    let spine = r#"<itemref idref="c"/>"#.repeat(times);
+    let opf = format!(
+        r#"<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>bomb</dc:title></metadata><manifest><item id="c" href="c.xhtml" media-type="application/xhtml+xml"/></manifest><spine>{spine}</spine></package>"#
+    );
+    zip.start_file("content.opf", deflated).unwrap();
+    zip.write_all(opf.as_bytes()).unwrap();
+    zip.start_file("c.xhtml", deflated).unwrap();
+    zip.write_all(b"<html xmlns=\"http://www.w3.org/1999/xhtml\"><body><p>")
+        .unwrap();
+    let words = "tide ".repeat(chapter_bytes / 5);
+    zip.write_all(words.as_bytes()).unwrap();
+    zip.write_all(b"</p></body></html>").unwrap();
+    zip.finish().unwrap().into_inner()
+}

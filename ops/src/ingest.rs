@@ -4,8 +4,11 @@
 //! unchanged); a second signal exits at once.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use cauce_ingest::{ChunkOptions, IngestOptions, ProgressMode};
+use anyhow::Context;
+use cauce_ingest::sandbox::Limits;
+use cauce_ingest::{ChunkOptions, Format, IngestOptions, ProgressMode, Reader, Sandbox};
 use cauce_nats::{Collection, Need, connect};
 use clap::Args;
 use tracing::info;
@@ -54,6 +57,8 @@ pub struct IngestArgs {
     #[arg(long, env = "CAUCE_INGEST_IN_FLIGHT", default_value_t = 64)]
     max_in_flight: usize,
     #[command(flatten)]
+    pub convert: ConvertArgs,
+    #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
     limits: LimitsArgs,
@@ -74,6 +79,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         },
         max_in_flight: args.max_in_flight,
         progress: ProgressMode::detect(),
+        reader: args.convert.reader()?,
     };
     info!(?options, nats_url = %args.nats.url_for_logs(), "cauce ingest");
     let client = connect(
@@ -86,7 +92,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let cancel = crate::signals::shutdown_token()?;
     if args.follow {
         args.limits.check(&js, Need::INGEST_FOLLOW).await?;
-        cauce_ingest::follow(&js, options.chunk, &cancel).await?;
+        let jobs = args.convert.convert_jobs;
+        cauce_ingest::follow(&js, options.chunk, options.reader, jobs, &cancel).await?;
         client.drain().await.ok();
         return Ok(());
     }
@@ -95,5 +102,59 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let summary = cauce_ingest::run(options, &js, &cancel).await?;
     client.flush().await.ok();
     println!("{summary}");
+    Ok(())
+}
+
+/// The conversion sandbox: every file is read in a child process (`cauce convert`) with
+/// these limits, so a crafted file costs one failed conversion, never the worker.
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// Memory one conversion may use, in MiB
+    #[arg(long, env = "CAUCE_CONVERT_MEMORY_MIB", default_value_t = 2048)]
+    pub convert_memory_mib: u64,
+    /// Time any file's conversion may take...
+    #[arg(long, env = "CAUCE_CONVERT_TIME", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub convert_time: Duration,
+    /// ...plus this much per MiB of the file
+    #[arg(long, env = "CAUCE_CONVERT_TIME_PER_MIB", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub convert_time_per_mib: Duration,
+    /// Most text one file may expand to, in MiB
+    #[arg(long, env = "CAUCE_CONVERT_MAX_OUTPUT_MIB", default_value_t = 64)]
+    pub convert_max_output_mib: u64,
+    /// Uploaded files an ingest worker converts at once
+    #[arg(long, env = "CAUCE_CONVERT_JOBS", default_value_t = 2)]
+    pub convert_jobs: usize,
+}
+
+impl ConvertArgs {
+    /// The sandboxed reader: this binary's `convert` subcommand, with these limits.
+    pub fn reader(&self) -> anyhow::Result<Reader> {
+        let program = std::env::current_exe().context("finding the cauce binary")?;
+        Ok(Reader::Sandboxed(Sandbox {
+            program,
+            args: vec!["convert".into()],
+            limits: Limits {
+                memory_bytes: self.convert_memory_mib << 20,
+                time_base: self.convert_time,
+                time_per_mib: self.convert_time_per_mib,
+                output_bytes: self.convert_max_output_mib << 20,
+                ..Limits::default()
+            },
+        }))
+    }
+}
+
+/// `cauce convert FORMAT`: the sandbox's converter (see `cauce_ingest::sandbox`).
+#[derive(Debug, Args)]
+pub struct ConvertCommand {
+    /// markdown, text, html, pdf, docx or epub
+    format: String,
+}
+
+/// Converts standard input; run by the sandbox in a child process with limits.
+pub fn convert(args: ConvertCommand) -> anyhow::Result<()> {
+    let format = Format::parse(&args.format)
+        .with_context(|| format!("{:?} is not a format cauce reads", args.format))?;
+    cauce_ingest::convert_stdin(format)?;
     Ok(())
 }

@@ -61,6 +61,10 @@ enum Command {
     /// Run the real processes under load while killing workers or nats-server, and
     /// report whether every accepted request ended and how its client saw it end.
     Chaos(chaos::ChaosArgs),
+    /// Convert one file from standard input to JSON (what the conversion sandbox runs,
+    /// in a child process with limits)
+    #[command(hide = true)]
+    Convert(ingest::ConvertCommand),
     /// Create or change cauce's NATS streams, consumers and buckets (the one step that
     /// does), or show the limits they have.
     Nats(nats::NatsCommand),
@@ -70,6 +74,11 @@ fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let up_matches = matches.subcommand_matches("up").cloned();
+    if let Command::Convert(args) = cli.command {
+        // no runtime, no logging on stdout: the output is the converted file
+        logging::init("warn");
+        return ingest::convert(args);
+    }
     let tool = matches!(
         cli.command,
         Command::Status(_) | Command::Replay(_) | Command::Nats(_)
@@ -91,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => bench::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Convert(_) => unreachable!("converted above"),
         }
     })
 }

@@ -69,6 +69,8 @@ pub struct UpArgs {
     cache: CacheArgs,
     #[command(flatten)]
     hybrid: crate::retrieval::HybridArgs,
+    #[command(flatten)]
+    convert: crate::ingest::ConvertArgs,
     /// Language of the corpus: english or spanish
     #[arg(long, env = "CAUCE_LANGUAGE", default_value = "english")]
     language: Language,
