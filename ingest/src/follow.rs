@@ -41,6 +41,8 @@ use crate::{ChunkOptions, publish};
 
 /// How often a worker tells JetStream it is still converting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long one pull for the next job waits before asking again.
+const PULL_WAIT: Duration = Duration::from_secs(5);
 /// Pause before a job whose NATS work failed is delivered again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Races with other jobs of the same document before a job gives up (and is retried).
@@ -72,12 +74,6 @@ pub async fn follow(
         .get_consumer_from_stream(names::INGEST_CONSUMER, names::UPLOADS)
         .await
         .map_err(|e| Error::jetstream("look up the ingest consumer of UPLOADS", e))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1)
-        .messages()
-        .await
-        .map_err(|e| Error::jetstream("pull upload jobs", e))?;
     info!(concurrency, "ingest worker: following upload jobs");
     let worker = Worker {
         js,
@@ -89,7 +85,19 @@ pub async fn follow(
     let mut running = futures::stream::FuturesUnordered::<
         std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>,
     >::new();
+    // one pull at a time, kept across a job's end: a pull dropped half-way would leave
+    // a job the server sent it unacked until its ack wait
+    let mut pull = None;
     loop {
+        if pull.is_none() && running.len() < concurrency.max(1) {
+            pull = Some(Box::pin(next_job(&consumer)));
+        }
+        let pulled = async {
+            match pull.as_mut() {
+                Some(pull) => pull.await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             Some(went_on) = running.next(), if !running.is_empty() => {
@@ -98,18 +106,37 @@ pub async fn follow(
                 }
                 continue;
             }
-            next = messages.next(), if running.len() < concurrency.max(1) => next,
+            next = pulled => next,
         };
+        pull = None;
         let message = match message {
-            Some(Ok(message)) => message,
-            Some(Err(err)) => {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(err) => {
                 warn!(error = %err, "pulling upload jobs failed; trying again");
                 tokio::time::sleep(RETRY_AFTER).await;
                 continue;
             }
-            None => return Err(Error::Cancelled),
         };
         running.push(Box::pin(worker.take(message, cancel)));
+    }
+}
+
+/// The next upload job, pulled only when a slot is free (a job pulled ahead would wait
+/// unacked in a buffer, and go to another worker at its ack wait); `None` when none
+/// came within a few seconds.
+async fn next_job(consumer: &consumer::PullConsumer) -> Result<Option<jetstream::Message>> {
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(PULL_WAIT)
+        .messages()
+        .await
+        .map_err(|e| Error::jetstream("pull upload jobs", e))?;
+    match batch.next().await {
+        Some(Ok(message)) => Ok(Some(message)),
+        Some(Err(err)) => Err(Error::jetstream("pull upload jobs", err)),
+        None => Ok(None),
     }
 }
 

@@ -48,8 +48,9 @@ pub fn extract(raw: &[u8]) -> Result<Extracted, Refusal> {
     if pages.is_empty() {
         return Err(Refusal::Corrupt("it has no pages".into()));
     }
-    check_forms(&doc)?;
+    // sizes first: the check of the forms inflates their content
     check_inflated_sizes(&doc)?;
+    check_forms(&doc)?;
     let mut builder = SectionBuilder::default();
     let mut unreadable = 0;
     for &number in pages.keys() {
@@ -97,16 +98,29 @@ fn nesting_depth(raw: &[u8], limit: usize) -> usize {
                 depth = depth.saturating_sub(1);
                 i += 1;
             }
-            b's' if raw[i..].starts_with(b"stream") && !raw[i..].starts_with(b"streams") => {
+            b's' if is_keyword(raw, i, b"stream") => {
                 i = find(raw, i + 6, b"endstream").map_or(raw.len(), |end| end + 9);
                 continue;
             }
+            // each object starts from nothing: no imbalance adds up across a file
+            b'e' if is_keyword(raw, i, b"endobj") => depth = 0,
             _ => {}
         }
         deepest = deepest.max(depth);
         i += 1;
     }
     deepest
+}
+
+/// Whether `keyword` stands at `at` as a word of its own (not inside a name such as
+/// `/application#2Foctet-stream` or `/Upstream`): whitespace or a delimiter before it,
+/// whitespace after it.
+fn is_keyword(raw: &[u8], at: usize, keyword: &[u8]) -> bool {
+    let before = at.checked_sub(1).map(|i| raw[i]);
+    let after = raw.get(at + keyword.len()).copied();
+    raw[at..].starts_with(keyword)
+        && before.is_none_or(|b| b.is_ascii_whitespace() || b"<>[]".contains(&b))
+        && after.is_none_or(|b| b.is_ascii_whitespace())
 }
 
 /// The index of the first byte after `start` that `stop` accepts (or the end).
@@ -145,6 +159,8 @@ fn find(raw: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 }
 
 /// Refuses a document whose Form XObjects draw themselves (directly or through others)
+/// (a form listed in its own resources but never drawn is fine: producers share one
+/// resource dictionary)
 /// or nest deeper than [`MAX_FORM_DEPTH`]: a reader following them would not stop.
 fn check_forms(doc: &Document) -> Result<(), Refusal> {
     let graph: HashMap<ObjectId, Vec<ObjectId>> = doc
@@ -212,7 +228,10 @@ fn check_inflated_sizes(doc: &Document) -> Result<(), Refusal> {
         }
         let decoder = flate2::read::ZlibDecoder::new(stream.content.as_slice());
         let mut capped = std::io::Read::take(decoder, MAX_INFLATED_STREAM + 1);
-        let size = std::io::copy(&mut capped, &mut std::io::sink()).unwrap_or(0);
+        // a stream that breaks off still inflates to what came before the break
+        let mut counted = Counted(0);
+        let _ = std::io::copy(&mut capped, &mut counted);
+        let size = counted.0;
         total += size;
         if size > MAX_INFLATED_STREAM || total > MAX_INFLATED_TOTAL {
             return Err(Refusal::Failed(format!(
@@ -228,7 +247,23 @@ fn check_inflated_sizes(doc: &Document) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The Form XObjects a Form XObject's resources name, `None` when `object` is not one.
+/// A writer that keeps only the count of what it was given.
+struct Counted(u64);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The Form XObjects a Form XObject draws (`/Name Do` in its content, the name looked
+/// up in its own resources), `None` when `object` is not one. A form without resources
+/// of its own draws through its caller's: those cycles are left to the sandbox.
 fn drawn_forms(doc: &Document, object: &Object) -> Option<Vec<ObjectId>> {
     let Object::Stream(stream) = object else {
         return None;
@@ -237,17 +272,27 @@ fn drawn_forms(doc: &Document, object: &Object) -> Option<Vec<ObjectId>> {
         return None;
     }
     let dict = |object: &Object| doc.dereference(object).ok()?.1.as_dict().ok().cloned();
-    let xobjects = stream
-        .dict
-        .get(b"Resources")
-        .ok()
+    let Some(xobjects) = (stream.dict.get(b"Resources").ok())
         .and_then(dict)
-        .and_then(|resources| resources.get(b"XObject").ok().and_then(dict));
-    Some(xobjects.map_or_else(Vec::new, |x| {
-        x.iter()
-            .filter_map(|(_, v)| v.as_reference().ok())
-            .collect()
-    }))
+        .and_then(|resources| resources.get(b"XObject").ok().and_then(dict))
+    else {
+        return Some(Vec::new());
+    };
+    let content = match stream.dict.get(b"Filter") {
+        Ok(_) => stream.decompressed_content().unwrap_or_default(),
+        Err(_) => stream.content.clone(),
+    };
+    let operations = lopdf::content::Content::decode(&content)
+        .map(|c| c.operations)
+        .unwrap_or_default();
+    Some(
+        operations
+            .iter()
+            .filter(|op| op.operator == "Do")
+            .filter_map(|op| op.operands.first()?.as_name().ok())
+            .filter_map(|name| xobjects.get(name).ok()?.as_reference().ok())
+            .collect(),
+    )
 }
 
 /// The text of page `number` (from 1), or `None` when the extractor fails on it.

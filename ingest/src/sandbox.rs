@@ -28,16 +28,18 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use nix::sys::resource::{Resource, setrlimit};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{Extracted, Refusal};
 use crate::source::Format;
 
 /// How much of the converter's standard error is kept, to tell why it failed.
-const STDERR_KEPT: u64 = 16 << 10;
+const STDERR_KEPT: usize = 16 << 10;
 
 /// The limits of one conversion.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,7 +131,6 @@ impl Sandbox {
             .command(format, time)
             .spawn()
             .map_err(|err| Refusal::Failed(format!("the converter could not start: {err}")))?;
-        let pid = Pid::from_raw(child.id() as i32);
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
@@ -137,23 +138,28 @@ impl Sandbox {
         // a child that stops reading (it crashed) breaks the pipe: nothing to report
         let writer = std::thread::spawn(move || drop(stdin.write_all(&input)));
         let cap = self.limits.output_bytes;
+        // set by the reader past the cap; the owner of the child kills it, so that no
+        // signal ever reaches a pid already reaped (and maybe reused)
+        let too_much = Arc::new(AtomicBool::new(false));
+        let over = too_much.clone();
         let reader = std::thread::spawn(move || {
             let mut out = Vec::new();
             let _ = (&mut stdout).take(cap + 1).read_to_end(&mut out);
             if out.len() as u64 > cap {
-                let _ = kill(pid, Signal::SIGKILL);
+                over.store(true, Ordering::SeqCst);
             }
             out
         });
-        let errors = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.take(STDERR_KEPT).read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
+        let errors = std::thread::spawn(move || last_bytes(stderr, STDERR_KEPT));
         let deadline = Instant::now() + time;
         let ended = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Ending::Exited(status),
+                Ok(None) if too_much.load(Ordering::SeqCst) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Ending::OutputTooLarge;
+                }
                 Ok(None) if Instant::now() >= deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -183,6 +189,9 @@ impl Sandbox {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // nothing of the worker's environment (its NATS login, API keys) reaches
+            // the code that parses an untrusted file
+            .env_clear()
             .env("RUST_BACKTRACE", "0");
         let limits = self.limits.clone();
         // the CPU limit is a second guard: the wall-clock one usually comes first
@@ -207,14 +216,33 @@ impl Sandbox {
                 setrlimit(Resource::RLIMIT_FSIZE, 0, 0)?;
                 setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // the worker exited before the signal was armed (no allocation here)
                 if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("the worker exited"));
+                    return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
                 }
                 Ok(())
             });
         }
         command
     }
+}
+
+/// The last `keep` bytes `from` writes, read to its end (the reason a process died is
+/// at the end of what it wrote).
+fn last_bytes(mut from: impl Read, keep: usize) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buffer[..n]);
+        if kept.len() > 2 * keep {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+    let start = kept.len().saturating_sub(keep);
+    String::from_utf8_lossy(&kept[start..]).into_owned()
 }
 
 /// The conversion's result, or a refusal that says what happened to the child.

@@ -54,16 +54,21 @@ pub fn ensure(home: &Path) -> anyhow::Result<Vec<(Role, String)>> {
         .collect()
 }
 
+/// Writes a new password to `path` whole or not at all: to a file beside it, renamed
+/// over it once written, so a crash never leaves an empty one behind.
 fn write_new(path: &Path) -> anyhow::Result<String> {
     let password = random_hex()?;
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     file.write_all(password.as_bytes())?;
     file.sync_all()?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(password)
 }
 

@@ -129,7 +129,8 @@ pub struct ConvertArgs {
 impl ConvertArgs {
     /// The sandboxed reader: this binary's `convert` subcommand, with these limits.
     pub fn reader(&self) -> anyhow::Result<Reader> {
-        let program = std::env::current_exe().context("finding the cauce binary")?;
+        // this very binary, even after a newer one was installed over its path
+        let program = PathBuf::from("/proc/self/exe");
         Ok(Reader::Sandboxed(Sandbox {
             program,
             args: vec!["convert".into()],

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -84,8 +84,9 @@ pub fn tie_to_launcher(command: &mut Command, signal: Signal) {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(signal)?;
             // the launcher died between fork and prctl: its signal is never coming
+            // (no allocation here: an error from the OS's numbers)
             if nix::unistd::getppid() != launcher {
-                return Err(std::io::Error::other("cauce up exited"));
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
             }
             Ok(())
         });
@@ -125,7 +126,7 @@ pub struct ChildSpec {
 impl ChildSpec {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
-        command.args(&self.args).stdin(Stdio::null());
+        command.arg0("cauce").args(&self.args).stdin(Stdio::null());
         for name in &self.env_remove {
             command.env_remove(name);
         }
@@ -191,6 +192,12 @@ impl Supervised {
     }
 }
 
+/// How a child's run ended, or that the launcher asked it to stop.
+enum Next {
+    Exited(std::io::Result<ExitStatus>),
+    Stop(Duration),
+}
+
 async fn supervise(
     spec: ChildSpec,
     spawner: Spawner,
@@ -201,41 +208,45 @@ async fn supervise(
     let mut backoff = FIRST_BACKOFF;
     let mut first_run = true;
     loop {
-        let command_spec = spec.clone();
-        let child = spawner.run(move || command_spec.command().spawn()).await;
-        let child = child.with_context(|| format!("starting {}", spec.program.display()))?;
-        let pid = child.id();
-        let started = Instant::now();
-        state_tx.send_modify(|state| {
-            state.pid = Some(pid);
-            state.started_at_ms = Some(cauce_nats::wire::now_ms());
-        });
-        info!(child = spec.name, pid, "child started");
-        let mut waiting = tokio::task::spawn_blocking(move || wait(child));
-        let status = tokio::select! {
-            status = &mut waiting => status??,
-            grace = &mut stop_rx => {
-                return terminate(spec.name, pid, waiting, grace.unwrap_or_default()).await;
+        let (how, ran) = match spawn(&spawner, &spec).await {
+            Ok(mut child) => {
+                let pid = child.id().unwrap_or_default();
+                let started = Instant::now();
+                state_tx.send_modify(|state| {
+                    state.pid = Some(pid);
+                    state.started_at_ms = Some(cauce_nats::wire::now_ms());
+                });
+                info!(child = spec.name, pid, "child started");
+                let status = match tokio::select! {
+                    status = child.wait() => Next::Exited(status),
+                    grace = &mut stop_rx => Next::Stop(grace.unwrap_or_default()),
+                } {
+                    Next::Exited(status) => status?,
+                    Next::Stop(grace) => return terminate(spec.name, &mut child, grace).await,
+                };
+                let ran = started.elapsed();
+                let fails_at_start = status.code().is_some_and(|code| code != 0);
+                if first_run && fails_at_start && ran < STARTUP_WINDOW {
+                    let how = describe(status);
+                    state_tx.send_modify(|state| state.last_exit = Some(how.clone()));
+                    error!(child = spec.name, exit = %how, "child failed at start: see its error above");
+                    fatal.cancel();
+                    anyhow::bail!("the {} child {how} at start", spec.name);
+                }
+                (describe(status), ran)
             }
+            Err(err) => (format!("could not start: {err}"), Duration::ZERO),
         };
-        let ran = started.elapsed();
-        let how = describe(status);
+        first_run = false;
         state_tx.send_modify(|state| {
             state.pid = None;
             state.last_exit = Some(how.clone());
         });
-        if first_run && status.code().is_some_and(|code| code != 0) && ran < STARTUP_WINDOW {
-            error!(child = spec.name, exit = %how, "child failed at start: see its error above");
-            fatal.cancel();
-            anyhow::bail!("the {} child {how} at start", spec.name);
-        }
-        first_run = false;
         if ran >= HEALTHY_RUN {
             backoff = FIRST_BACKOFF;
         }
         warn!(
             child = spec.name,
-            pid,
             exit = %how,
             ran_ms = ran.as_millis() as u64,
             restart_in_ms = backoff.as_millis() as u64,
@@ -250,37 +261,47 @@ async fn supervise(
     }
 }
 
-/// Runs `spec` once, tied to the launcher like the others, and waits for its exit.
-pub async fn run_once(spec: ChildSpec, spawner: &Spawner) -> anyhow::Result<ExitStatus> {
-    let program = spec.program.clone();
-    let child = spawner.run(move || spec.command().spawn()).await;
-    let child = child.with_context(|| format!("starting {}", program.display()))?;
-    Ok(tokio::task::spawn_blocking(move || wait(child)).await??)
+/// Starts `spec` from the spawner's thread, as a child tokio watches: tokio reaps it
+/// only when its exit is awaited, so a signal sent by pid before that never reaches
+/// another process that took the pid.
+async fn spawn(spawner: &Spawner, spec: &ChildSpec) -> std::io::Result<tokio::process::Child> {
+    let command = spec.command();
+    let runtime = tokio::runtime::Handle::current();
+    spawner
+        .run(move || {
+            let _entered = runtime.enter();
+            tokio::process::Command::from(command).spawn()
+        })
+        .await
 }
 
-fn wait(mut child: Child) -> std::io::Result<ExitStatus> {
-    child.wait()
+/// Runs `spec` once, tied to the launcher like the others, and waits for its exit.
+pub async fn run_once(spec: ChildSpec, spawner: &Spawner) -> anyhow::Result<ExitStatus> {
+    let mut child = spawn(spawner, &spec)
+        .await
+        .with_context(|| format!("starting {}", spec.program.display()))?;
+    Ok(child.wait().await?)
 }
 
 /// SIGTERM, then up to `grace` for the child's own drain, then SIGKILL.
 async fn terminate(
     name: &'static str,
-    pid: u32,
-    mut waiting: tokio::task::JoinHandle<std::io::Result<ExitStatus>>,
+    child: &mut tokio::process::Child,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let status = match tokio::time::timeout(grace, &mut waiting).await {
-        Ok(status) => status??,
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status?,
         Err(_) => {
             warn!(
                 child = name,
                 grace_ms = grace.as_millis() as u64,
                 "child did not stop in time, killing it"
             );
-            let _ = kill(pid, Signal::SIGKILL);
-            waiting.await??
+            let _ = child.start_kill();
+            child.wait().await?
         }
     };
     info!(child = name, exit = %describe(status), "child stopped");

@@ -10,8 +10,10 @@
 
 use std::ffi::OsString;
 
-use clap::ArgMatches;
+use std::collections::HashSet;
+
 use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 
 /// `(variable, value)` for each flag of `command` that `matches` got on the command line.
 pub fn given_as_env(command: &clap::Command, matches: &ArgMatches) -> Vec<(OsString, OsString)> {
@@ -34,6 +36,26 @@ pub fn given_as_env(command: &clap::Command, matches: &ArgMatches) -> Vec<(OsStr
             Some((variable, joined))
         })
         .collect()
+}
+
+/// The environment variables the flags of `command` read.
+pub fn variables_of(command: &clap::Command) -> HashSet<OsString> {
+    command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|variable| variable.to_os_string())
+        .collect()
+}
+
+/// The command line of the component `cauce up` runs as `name`.
+pub fn command_of(name: &'static str) -> clap::Command {
+    let command = clap::Command::new(name);
+    match name {
+        "gateway" => crate::gateway::GatewayArgs::augment_args(command),
+        "retrieval" => crate::retrieval::RetrievalArgs::augment_args(command),
+        "inference" => crate::inference::InferenceArgs::augment_args(command),
+        _ => crate::ingest::IngestArgs::augment_args(command),
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +114,13 @@ mod tests {
         assert_eq!(get("CAUCE_CTX_SIZE"), None, "defaults are not forwarded");
         assert_eq!(env.len(), 5);
         UpArgs::from_arg_matches(&matches).unwrap();
+        let api_keys = OsString::from("CAUCE_API_KEYS");
+        assert!(variables_of(&command_of("gateway")).contains(&api_keys));
+        for worker in ["retrieval", "inference", "ingest"] {
+            assert!(
+                !variables_of(&command_of(worker)).contains(&api_keys),
+                "{worker}"
+            );
+        }
     }
 }

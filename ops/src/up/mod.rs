@@ -129,10 +129,12 @@ pub async fn run(args: UpArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         _ = fatal.cancelled() => {}
     }
     info!("stopping the gateway");
+    // the gateway's copy of the socket closes with it; the launcher's would keep
+    // accepting connections into the backlog that nobody serves
+    drop(listener);
     gateway
         .stop(gateway_config.shutdown_grace + GATEWAY_GRACE_MARGIN)
         .await;
-    drop(listener);
     info!("draining the workers");
     futures::future::join_all(workers.into_iter().map(|w| w.stop(WORKER_GRACE))).await;
     announced.stop().await;
@@ -179,7 +181,8 @@ impl Children {
         model: &Path,
         local_nats: Option<&LocalNats>,
     ) -> anyhow::Result<Self> {
-        let program = std::env::current_exe().context("finding the cauce binary")?;
+        // this very binary, even after a newer one was installed over its path
+        let program = PathBuf::from("/proc/self/exe");
         let command = UpArgs::augment_args(clap::Command::new("up"));
         let mut env = flags::given_as_env(&command, matches);
         // the inference worker's own file first, for counting prompts exactly
@@ -205,7 +208,13 @@ impl Children {
 
     /// `cauce <args>` as `name`, logged in as `role`.
     fn spec(&self, name: &'static str, args: &[&str], role: Role) -> ChildSpec {
-        let mut env = self.env.clone();
+        // each child gets the settings its command reads, and no other (the API keys
+        // reach the gateway alone)
+        let reads = flags::variables_of(&flags::command_of(name));
+        let mut env: Vec<_> = (self.env.iter())
+            .filter(|(name, _)| reads.contains(name) || name == "CAUCE_HOME")
+            .cloned()
+            .collect();
         let mut env_remove = Vec::new();
         if let Some(logins) = &self.logins {
             let password = logins
