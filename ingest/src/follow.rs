@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::document::{self, Outcome, Prepared};
 use crate::error::{Error, Result};
+use crate::given_up;
 use crate::sandbox::Reader;
 use crate::source::{Format, SourceFile};
 use crate::{ChunkOptions, publish};
@@ -75,6 +76,14 @@ pub async fn follow(
         .await
         .map_err(|e| Error::jetstream("look up the ingest consumer of UPLOADS", e))?;
     info!(concurrency, "ingest worker: following upload jobs");
+    let dead_letters = cancel.child_token();
+    tokio::spawn(given_up::follow_dead_letters(
+        js.clone(),
+        uploads.clone(),
+        dead_letters.clone(),
+    ));
+    // however this returns, the reader of dead letters stops with it
+    let _stop_dead_letters = dead_letters.drop_guard();
     let worker = Worker {
         js,
         docs: &docs,
@@ -161,7 +170,7 @@ impl Worker<'_> {
                 return true;
             }
         };
-        let run = self.run(&job);
+        let run = self.run(&job, delivered as u32);
         tokio::pin!(run);
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.tick().await;
@@ -176,12 +185,16 @@ impl Worker<'_> {
             Ok(()) => {}
             Err(err) if delivered < INGEST_MAX_DELIVERIES => {
                 warn!(doc_id = %job.id(), error = %err, delivered, "upload job failed; it is retried");
+                let reason =
+                    format!("attempt {delivered} of {INGEST_MAX_DELIVERIES} failed: {err}");
+                given_up::note(self.uploads, &job, &reason).await;
                 let _ = message.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await;
                 return true;
             }
             Err(err) => {
                 warn!(doc_id = %job.id(), error = %err, delivered, "upload job failed on its last delivery");
-                self.give_up(&job, &err).await;
+                let reason = format!("ingest failed {INGEST_MAX_DELIVERIES} times: {err}");
+                given_up::end(self.uploads, &job, &reason).await;
             }
         }
         if let Err(err) = message.double_ack().await {
@@ -190,10 +203,10 @@ impl Worker<'_> {
         true
     }
 
-    async fn run(&self, job: &UploadJob) -> Result<()> {
+    async fn run(&self, job: &UploadJob, delivered: u32) -> Result<()> {
         for _ in 0..MAX_RACES {
             let attempt = match job {
-                UploadJob::Convert { id, upload } => self.convert(id, upload).await?,
+                UploadJob::Convert { id, upload } => self.convert(id, upload, delivered).await?,
                 UploadJob::Delete { id } => self.delete(id).await?,
             };
             if let Attempt::Done = attempt {
@@ -208,31 +221,26 @@ impl Worker<'_> {
 
     /// The record, if it still asks for `job`, and where the document's subject ends.
     async fn still_wanted(&self, job: &UploadJob) -> Result<Option<(Stored, u64)>> {
-        let Some(read) = self.uploads.get(job.id()).await? else {
+        let Some(read) = given_up::wanted(self.uploads, job).await? else {
             return Ok(None);
         };
-        let record = &read.record;
-        let wanted = match job {
-            UploadJob::Convert { upload, .. } => {
-                record.state == UploadState::Queued && &record.upload == upload
-            }
-            UploadJob::Delete { .. } => record.state == UploadState::Deleting,
-        };
-        if !wanted {
-            return Ok(None);
-        }
         let last = publish::last_sequence(self.docs, job.id()).await?;
         Ok(Some((read, last)))
     }
 
-    /// Converts the file of `upload`, unless a newer upload or a delete replaced it.
-    async fn convert(&self, id: &DocId, upload: &str) -> Result<Attempt> {
+    /// Converts the file of `upload`, unless a newer upload or a delete replaced it. The
+    /// attempt is on the record before the file is read, so an upload whose worker dies
+    /// shows it.
+    async fn convert(&self, id: &DocId, upload: &str, attempt: u32) -> Result<Attempt> {
         let job = UploadJob::Convert {
             id: id.clone(),
             upload: upload.to_string(),
         };
         let Some((read, last)) = self.still_wanted(&job).await? else {
             return Ok(Attempt::Done);
+        };
+        let Some(read) = self.uploads.begin_attempt(&read, attempt).await? else {
+            return Ok(Attempt::Raced);
         };
         let mut record = read.record.clone();
         let converted = match self.uploads.read(&record).await? {
@@ -334,26 +342,5 @@ impl Worker<'_> {
         self.uploads.forget(&read).await?;
         info!(doc_id = %id, "uploaded document deleted");
         Ok(Attempt::Done)
-    }
-
-    /// Records what a job that failed on its last delivery leaves, so that the upload
-    /// ends: a conversion as failed; a delete as still deleting, with the reason (a
-    /// DELETE again queues it again). Nothing when the record no longer asks for it.
-    async fn give_up(&self, job: &UploadJob, err: &Error) {
-        let Ok(Some((read, _))) = self.still_wanted(job).await else {
-            return;
-        };
-        let mut record = read.record.clone();
-        let tries = format!("ingest failed {INGEST_MAX_DELIVERIES} times: {err}");
-        record.reason = Some(match job {
-            UploadJob::Convert { .. } => {
-                record.state = UploadState::Failed;
-                format!("{tries}; upload it again")
-            }
-            UploadJob::Delete { .. } => format!("{tries}; delete it again"),
-        });
-        if let Err(err) = self.uploads.finish(&read, &record).await {
-            warn!(doc_id = %job.id(), error = %err, "recording a failed upload job failed");
-        }
     }
 }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod exclude;
 mod extract;
 mod follow;
+mod given_up;
 pub mod html;
 pub mod markdown;
 pub mod pdf;

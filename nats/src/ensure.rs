@@ -150,6 +150,8 @@ pub enum Need {
     IngestConsumer,
     UploadFiles,
     Documents,
+    /// [`names::DEAD_UPLOADS`] and its consumer.
+    DeadUploads,
 }
 
 impl Need {
@@ -184,13 +186,14 @@ impl Need {
     /// An ingest run publishes documents, nothing else.
     pub const INGEST: &'static [Need] = &[Need::Docs];
     /// An ingest worker (`--follow`) also pulls upload jobs, reads the uploaded files
-    /// and writes their records.
+    /// and writes their records, and ends the uploads whose jobs were given up on.
     pub const INGEST_FOLLOW: &'static [Need] = &[
         Need::Docs,
         Need::Uploads,
         Need::IngestConsumer,
         Need::UploadFiles,
         Need::Documents,
+        Need::DeadUploads,
     ];
     /// `cauce cache` reads and clears the response cache.
     pub const CACHE: &'static [Need] = &[Need::Cache];
@@ -217,6 +220,8 @@ pub async fn apply(js: &jetstream::Context, limits: &Limits) -> Result<Vec<Ensur
     }
     report.push(ensure_stream(js, dead_stream(limits)).await?);
     report.push(ensure_consumer(js, names::DEAD, dead_notify_consumer()).await?);
+    report.push(ensure_stream(js, dead_uploads_stream(limits)).await?);
+    report.push(ensure_consumer(js, names::DEAD_UPLOADS, dead_uploads_consumer()).await?);
     for model in inference_models(js).await? {
         report.push(ensure_consumer(js, names::PROMPTS, inference_consumer(&model, limits)).await?);
     }
@@ -246,6 +251,10 @@ pub async fn check(js: &jetstream::Context, needs: &[Need]) -> Result<Limits> {
             Need::IngestConsumer => check_consumer(js, names::UPLOADS, ingest_consumer()).await?,
             Need::UploadFiles => check_stream(js, upload_files_stream(&shape)).await?,
             Need::Documents => check_bucket(js, names::DOCUMENTS_BUCKET).await?,
+            Need::DeadUploads => {
+                check_stream(js, dead_uploads_stream(&shape)).await?;
+                check_consumer(js, names::DEAD_UPLOADS, dead_uploads_consumer()).await?
+            }
         }
     }
     read(js).await

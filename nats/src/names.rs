@@ -62,6 +62,25 @@ pub const MSG_TERMINATED_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MS
 /// turned once into an `error` event and a `failed` record.
 pub const DEAD_NOTIFY_CONSUMER: &str = "notify";
 
+/// Dead letters of upload jobs: the advisories of the ingest consumer of [`UPLOADS`],
+/// apart from [`DEAD`] (whose subjects were fixed before uploads existed, and whose
+/// reader, a retrieval worker, may not write upload records).
+pub const DEAD_UPLOADS: &str = "DEAD_UPLOADS";
+/// Durable consumer of [`DEAD_UPLOADS`] that the ingest workers share: each upload job
+/// given up on ends its upload `failed` once.
+pub const DEAD_UPLOADS_CONSUMER: &str = "ingest";
+
+/// The advisory subjects [`DEAD_UPLOADS`] captures: both kinds, for [`UPLOADS`].
+pub fn dead_upload_subjects() -> Vec<String> {
+    [
+        MAX_DELIVERIES_ADVISORY_PREFIX,
+        MSG_TERMINATED_ADVISORY_PREFIX,
+    ]
+    .into_iter()
+    .map(|prefix| format!("{prefix}{UPLOADS}.*"))
+    .collect()
+}
+
 /// The advisory subjects [`DEAD`] captures: both kinds, for the consumers of
 /// [`QUESTIONS`] and [`PROMPTS`] only.
 pub fn dead_letter_subjects() -> Vec<String> {

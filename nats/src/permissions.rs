@@ -146,6 +146,7 @@ fn common(role: Role) -> Permissions {
         names::UPLOADS.to_string(),
         names::object_stream(names::UPLOADS_BUCKET),
         names::bucket_stream(names::DOCUMENTS_BUCKET),
+        names::DEAD_UPLOADS.to_string(),
     ];
     Permissions::default()
         .publish([api("INFO")])
@@ -215,6 +216,9 @@ fn ingest() -> Permissions {
         .publish([names::DOCS_SUBJECTS.to_string()])
         .and(stream_read(names::DOCS))
         .and(consume(names::UPLOADS, names::INGEST_CONSUMER))
+        // a dead letter names its job by sequence
+        .and(consume(names::DEAD_UPLOADS, names::DEAD_UPLOADS_CONSUMER))
+        .publish([message_get(names::UPLOADS)])
         .and(stream_read(&names::object_stream(names::UPLOADS_BUCKET)))
         .and(bucket_read(names::DOCUMENTS_BUCKET))
         .and(bucket_write(names::DOCUMENTS_BUCKET))

@@ -25,6 +25,7 @@ use async_nats::jetstream::object_store::{self, ObjectStore};
 use async_nats::jetstream::{self};
 use bytes::Bytes;
 use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
@@ -39,6 +40,8 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Compare-and-set rounds lost to other writers before a write gives up.
 const MAX_RACES: usize = 16;
+/// The readable part of a document id at most (a slug is ASCII).
+const MAX_READABLE: usize = 120;
 /// Length of an upload id: 22 alphanumeric characters, about 131 bits.
 const UPLOAD_ID_LEN: usize = 22;
 
@@ -80,9 +83,24 @@ pub fn mismatch(file_name: &str, bytes: &[u8]) -> Option<String> {
     })
 }
 
-/// The id of an uploaded file: `up-<file name>` slugged, after `<collection>-` outside
-/// the default collection. Uploading the same name again replaces the document.
+/// The id of an uploaded file, exact: only the same collection and the same file name,
+/// byte for byte, give the same id, so uploading a name again replaces that document
+/// and nothing else. A readable slug (`up-week-2-pdf`, after `<collection>-` outside
+/// the default collection), then 16 hex digits of SHA-256 over the collection and the
+/// exact name, which tell `Report 2024.pdf` from `report-2024.PDF`.
 pub fn document_id(collection: &Collection, file_name: &str) -> DocId {
+    let exact = Sha256::digest(format!("{collection}\n{file_name}").as_bytes());
+    let hash: String = exact.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let readable = legacy_document_id(collection, file_name);
+    let readable =
+        readable.as_str()[..readable.as_str().len().min(MAX_READABLE)].trim_end_matches('-');
+    DocId::parse(format!("{readable}-{hash}")).expect("a slug and hex digits are a valid id")
+}
+
+/// The id uploads had before ids were exact: the slug alone, which folds case, dots
+/// and spaces. A document stored under it stays searchable and deletable by it; the
+/// next upload of its exact collection and name replaces it ([`Uploads::upload`]).
+pub fn legacy_document_id(collection: &Collection, file_name: &str) -> DocId {
     let scoped = if collection.is_default() {
         format!("up-{file_name}")
     } else {
@@ -183,6 +201,7 @@ impl Uploads {
             size: upload.bytes.len() as u64,
             upload: upload_id,
             state: UploadState::Queued,
+            attempts: 0,
             reason: None,
             title: None,
             passages: 0,
@@ -199,7 +218,34 @@ impl Uploads {
         if let Some(old) = replaced {
             self.drop_file(&old).await;
         }
+        self.retire_legacy(&record).await;
         Ok(record)
+    }
+
+    /// Deletes the document an older build stored under the folded id of `record`'s
+    /// exact collection and name, as an upload of that name replaced it then. A failure
+    /// is logged: the old document stays, deletable by its id.
+    async fn retire_legacy(&self, record: &UploadRecord) {
+        let legacy = legacy_document_id(&record.collection, &record.file_name);
+        let same = |old: &UploadRecord| {
+            old.collection == record.collection
+                && old.file_name == record.file_name
+                && old.state != UploadState::Deleting
+        };
+        let retired = match self.get(&legacy).await {
+            Ok(Some(stored)) if same(&stored.record) => self.delete(&legacy).await.map(|_| true),
+            Ok(_) => Ok(false),
+            Err(err) => Err(err),
+        };
+        match retired {
+            Ok(true) => {
+                tracing::info!(old = %legacy, new = %record.id, "replaced a document stored under its folded id")
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(old = %legacy, error = %err, "cannot delete a document stored under its folded id")
+            }
+        }
     }
 
     /// Writes `record` over whatever the document's record holds (a compare-and-set, so
@@ -363,6 +409,51 @@ impl Uploads {
         }
     }
 
+    /// Records the start of conversion attempt `attempt` (ingest), before the file is
+    /// read, clearing the reason the one before failed; the record as written, or `None`
+    /// when it changed since `read`.
+    pub async fn begin_attempt(&self, read: &Stored, attempt: u32) -> Result<Option<Stored>> {
+        let mut record = read.record.clone();
+        record.attempts = attempt.max(record.attempts);
+        record.reason = None;
+        record.updated_at_ms = wire::now_ms();
+        let written = self
+            .records
+            .update(record.id.as_str(), wire::encode(&record)?, read.revision)
+            .await;
+        match written {
+            Ok(revision) => Ok(Some(Stored { record, revision })),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(Error::jetstream(
+                "update",
+                format!("document record {}", record.id),
+                e,
+            )),
+        }
+    }
+
+    /// The upload job at `seq` in `UPLOADS` (a dead letter names it so), or `None` when
+    /// it aged out or cannot be read.
+    pub async fn job_at(&self, seq: u64) -> Result<Option<UploadJob>> {
+        let object = || format!("stream {}", names::UPLOADS);
+        let stream = self
+            .js
+            .get_stream_no_info(names::UPLOADS)
+            .await
+            .map_err(|e| Error::jetstream("lookup", object(), e))?;
+        match stream.get_raw_message(seq).await {
+            Ok(message) => Ok(wire::decode(&message.payload).ok()),
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                Ok(None)
+            }
+            Err(e) => Err(Error::jetstream(
+                "get",
+                format!("message {seq} of {}", object()),
+                e,
+            )),
+        }
+    }
+
     /// Writes what became of a job (ingest), unless the record changed since it was
     /// read; returns whether it was written.
     pub async fn finish(&self, read: &Stored, record: &UploadRecord) -> Result<bool> {
@@ -414,14 +505,40 @@ mod tests {
     #[test]
     fn ids_types_and_contents_are_checked() {
         let physics = Collection::parse("physics-101").unwrap();
+        let default = Collection::default();
+        let week = document_id(&default, "Week 2.PDF");
+        assert!(week.as_str().starts_with("up-week-2-pdf-"), "{week}");
+        assert_eq!(week.as_str().len(), "up-week-2-pdf-".len() + 16);
         assert_eq!(
-            document_id(&Collection::default(), "Week 2.PDF").as_str(),
+            week,
+            document_id(&default, "Week 2.PDF"),
+            "the same name, the same id"
+        );
+        assert_eq!(
+            legacy_document_id(&default, "Week 2.PDF").as_str(),
             "up-week-2-pdf"
         );
-        assert_eq!(
-            document_id(&physics, "notes.docx").as_str(),
-            "physics-101-up-notes-docx"
+        let notes = document_id(&physics, "notes.docx");
+        assert!(
+            notes.as_str().starts_with("physics-101-up-notes-docx-"),
+            "{notes}"
         );
+        // names the old ids folded together, and pairs whose slugs met, stay apart
+        assert_ne!(
+            document_id(&default, "Report 2024.pdf"),
+            document_id(&default, "report-2024.PDF")
+        );
+        let up_physics = Collection::parse("up-physics").unwrap();
+        assert_eq!(
+            legacy_document_id(&default, "physics-up-notes.pdf"),
+            legacy_document_id(&up_physics, "notes.pdf")
+        );
+        assert_ne!(
+            document_id(&default, "physics-up-notes.pdf"),
+            document_id(&up_physics, "notes.pdf")
+        );
+        let long = document_id(&physics, &"é".repeat(300));
+        assert!(long.as_str().len() <= 200, "{long}");
         assert_eq!(content_type("a.Pdf"), Some("application/pdf"));
         assert_eq!(content_type("a.exe"), None);
         assert_eq!(content_type("noext"), None);
@@ -442,6 +559,7 @@ mod tests {
             size: 1,
             upload: "n".into(),
             state: UploadState::Converted,
+            attempts: 1,
             reason: None,
             title: None,
             passages: 1,

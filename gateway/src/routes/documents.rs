@@ -315,6 +315,7 @@ fn view(record: &UploadRecord, applied: &[u64]) -> Value {
         "size": record.size,
         "passages": record.passages,
         "state": state,
+        "attempts": record.attempts,
         "reason": record.reason,
         "location": uploads::content_location(&record.id),
         "uploaded_at": record.uploaded_at_ms / 1000,

@@ -136,6 +136,19 @@ pub(super) fn dead_stream(limits: &Limits) -> stream::Config {
     }
 }
 
+/// Dead-letter advisories of upload jobs, kept as long as the jobs.
+pub(super) fn dead_uploads_stream(limits: &Limits) -> stream::Config {
+    stream::Config {
+        name: names::DEAD_UPLOADS.into(),
+        description: Some("advisories of upload jobs given up on".into()),
+        subjects: names::dead_upload_subjects(),
+        max_age: 7 * DAY,
+        max_bytes: 16 * MIB,
+        discard: DiscardPolicy::Old,
+        ..log_stream(limits)
+    }
+}
+
 pub(super) fn log_stream(limits: &Limits) -> stream::Config {
     stream::Config {
         retention: RetentionPolicy::Limits,
@@ -200,6 +213,21 @@ pub(super) fn dead_notify_consumer() -> consumer::pull::Config {
         ack_wait: Duration::from_secs(30),
         max_deliver: 20,
         // the server's own default, spelled out so that a second apply changes nothing
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// The ingest workers' shared reader of upload dead letters: every one not handled
+/// yet, since an upload left unended is wrong however old.
+pub(super) fn dead_uploads_consumer() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names::DEAD_UPLOADS_CONSUMER.into()),
+        description: Some("ingest workers: upload jobs given up on become failed uploads".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 20,
         max_ack_pending: 1000,
         ..Default::default()
     }

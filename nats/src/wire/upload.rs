@@ -33,7 +33,11 @@ pub struct UploadRecord {
     /// later upload of the same document is stale and is left alone.
     pub upload: String,
     pub state: UploadState,
-    /// Why it failed, and what to do.
+    /// Conversion attempts started, each recorded by the ingest worker before it
+    /// converts: a record `queued` with attempts is being worked on, or its worker died.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Why it failed, and what to do; while `queued`, why the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The title the reader found, once converted.
@@ -47,6 +51,10 @@ pub struct UploadRecord {
     pub uploaded_at_ms: u64,
     #[serde(default)]
     pub updated_at_ms: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the ingest workers are asked to do with one document.
