@@ -59,14 +59,73 @@ pub fn pdf_document(title: &str, pages: &[&str]) -> Document {
 /// Crafted files, each aimed at one way a reader can be made to crash, hang or bloat:
 /// `(file name, bytes)`. The hostile-files tests upload them all at once.
 pub fn hostile_files() -> Vec<(&'static str, Vec<u8>)> {
+    hostile_files_at(1)
+}
+
+/// [`hostile_files`] with every depth and expansion `scale` times larger (the long
+/// suite, `ops/hostile-files`).
+pub fn hostile_files_at(scale: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let s = scale.max(1);
     vec![
         ("self-drawing-xobject.pdf", pdf_self_drawing_xobject()),
-        ("nested-arrays.pdf", pdf_nested_arrays(200_000)),
-        ("nested-spans.html", html_nested_spans(200_000)),
-        ("spine-bomb.epub", epub_spine_bomb(4 << 20, 400)),
-        ("inflate-bomb.pdf", pdf_inflate_bomb(1 << 30)),
+        ("nested-arrays.pdf", pdf_nested_arrays(200_000 * s)),
+        ("nested-spans.html", html_nested_spans(200_000 * s)),
+        ("spine-bomb.epub", epub_spine_bomb(4 << 20, 400 * s)),
+        ("inflate-bomb.pdf", pdf_inflate_bomb((1 << 30) * s as u64)),
         ("not-a-pdf.pdf", b"%PDF-1.7\n%%EOF garbage".to_vec()),
+        ("paragraph-bomb.docx", docx_paragraph_bomb((48 << 20) * s)),
+        ("nested-elements.docx", docx_nested_elements(200_000 * s)),
+        ("nested-quotes.md", markdown_nested(100_000 * s)),
     ]
+}
+
+/// A DOCX whose body is `text_bytes` of one word repeated: a small file whose text
+/// expands past any sane output limit.
+pub fn docx_paragraph_bomb(text_bytes: usize) -> Vec<u8> {
+    let run = "<w:p><w:r><w:t>tide tide tide tide tide tide tide</w:t></w:r></w:p>";
+    docx_of(&run.repeat(text_bytes / 34))
+}
+
+/// A DOCX whose body nests `depth` elements around a word.
+pub fn docx_nested_elements(depth: usize) -> Vec<u8> {
+    let body = format!(
+        "{}<w:p><w:r><w:t>deep</w:t></w:r></w:p>{}",
+        "<w:sdt><w:sdtContent>".repeat(depth),
+        "</w:sdtContent></w:sdt>".repeat(depth)
+    );
+    docx_of(&body)
+}
+
+fn docx_of(body: &str) -> Vec<u8> {
+    use std::io::Write;
+    const W: &str = "http://schemas.openxmlformats.org/wordprocessingml/2006/main";
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(body.len() > u32::MAX as usize / 2);
+    zip.start_file("[Content_Types].xml", deflated).unwrap();
+    zip.write_all(br#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/></Types>"#).unwrap();
+    zip.start_file("word/document.xml", deflated).unwrap();
+    write!(
+        zip,
+        r#"<?xml version="1.0"?><w:document xmlns:w="{W}"><w:body>"#
+    )
+    .unwrap();
+    zip.write_all(body.as_bytes()).unwrap();
+    zip.write_all(b"</w:body></w:document>").unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+/// Markdown of `depth` nested block quotes, then as many nested list items, around a
+/// word.
+pub fn markdown_nested(depth: usize) -> Vec<u8> {
+    let mut out = ">".repeat(depth);
+    out.push_str(" deep\n\n");
+    for level in 0..depth.min(2_000) {
+        out.push_str(&"  ".repeat(level));
+        out.push_str("- item\n");
+    }
+    out.into_bytes()
 }
 
 /// A page that draws a Form XObject which draws itself: a reader that follows XObjects

@@ -12,7 +12,7 @@ use common::Cauce;
 use serde_json::{Value, json};
 
 /// Only keeps a broken run from hanging.
-const PATIENCE: Duration = Duration::from_secs(300);
+const PATIENCE: Duration = Duration::from_secs(900);
 
 async fn upload(cauce: &Cauce, files: &[(&str, Vec<u8>)]) -> Vec<String> {
     let mut form = reqwest::multipart::Form::new();
@@ -58,7 +58,12 @@ async fn assert_still_serving(cauce: &Cauce) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crafted_files_each_end_and_the_service_goes_on() {
-    let limits = [
+    // the long suite (ops/hostile-files) scales the files up and keeps the default limits
+    let scale: usize = std::env::var("CAUCE_HOSTILE_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let tight = [
         "--convert-time",
         "10s",
         "--convert-time-per-mib",
@@ -68,8 +73,9 @@ async fn crafted_files_each_end_and_the_service_goes_on() {
         "--convert-max-output-mib",
         "16",
     ];
-    let cauce = Cauce::start_with(1, &limits).await;
-    let files = cauce_ingest::testkit::hostile_files();
+    let limits: &[&str] = if scale > 1 { &[] } else { &tight };
+    let cauce = Cauce::start_with(1, limits).await;
+    let files = cauce_ingest::testkit::hostile_files_at(scale);
     let ids = upload(&cauce, &files).await;
     assert_eq!(ids.len(), files.len());
 
