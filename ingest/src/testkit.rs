@@ -96,7 +96,8 @@ pub fn docx_nested_elements(depth: usize) -> Vec<u8> {
     docx_of(&body)
 }
 
-fn docx_of(body: &str) -> Vec<u8> {
+/// A DOCX whose body is `body` (WordprocessingML paragraphs).
+pub fn docx_of(body: &str) -> Vec<u8> {
     use std::io::Write;
     const W: &str = "http://schemas.openxmlformats.org/wordprocessingml/2006/main";
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -244,4 +245,28 @@ pub fn epub_spine_bomb(chapter_bytes: usize, times: usize) -> Vec<u8> {
     zip.write_all(words.as_bytes()).unwrap();
     zip.write_all(b"</p></body></html>").unwrap();
     zip.finish().unwrap().into_inner()
+}
+
+/// Seed inputs of the readers' fuzzing (`ingest/fuzz`, `ops/fuzz-readers`), as
+/// `(fuzz target, file name, bytes)`: a normal file of each kind and small versions of
+/// every crafted one, so that the fuzzer starts where the known attacks are.
+pub fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let seeds = vec![
+        ("pdf", "normal.pdf", pdf_bytes("Tides", &["Spring tides follow the new moon.", "Neap tides follow."])),
+        ("pdf", "self-drawing-xobject.pdf", pdf_self_drawing_xobject()),
+        ("pdf", "nested-arrays.pdf", pdf_nested_arrays(300)),
+        ("pdf", "inflate-bomb.pdf", pdf_inflate_bomb(8 << 20)),
+        ("docx", "normal.docx", docx_of("<w:p><w:pPr><w:pStyle w:val=\"Heading1\"/></w:pPr><w:r><w:t>Tides</w:t></w:r></w:p><w:p><w:r><w:t>Spring tides.</w:t></w:r></w:p><w:tbl><w:tr><w:tc><w:p><w:r><w:t>cell</w:t></w:r></w:p></w:tc></w:tr></w:tbl>")),
+        ("docx", "nested-elements.docx", docx_nested_elements(300)),
+        ("docx", "paragraph-bomb.docx", docx_paragraph_bomb(1 << 20)),
+        ("epub", "spine-bomb.epub", epub_spine_bomb(1 << 10, 20)),
+        ("html", "normal.html", b"<html><head><title>Tides</title><script>x()</script></head><body><h1>Tides</h1><p>Spring <b>tides</b> &amp; neap.</p><table><tr><td>a</td></tr></table></body></html>".to_vec()),
+        ("html", "nested-spans.html", html_nested_spans(300)),
+        ("markdown", "normal.md", b"# Tides\n\nSpring *tides* follow.\n\n- one\n  - two\n\n```\ncode\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n".to_vec()),
+        ("markdown", "nested.md", markdown_nested(300)),
+    ];
+    seeds
+        .into_iter()
+        .map(|(t, n, b)| (t, n.to_string(), b))
+        .collect()
 }
