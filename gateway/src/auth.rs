@@ -24,10 +24,15 @@ pub struct ClientName(pub String);
 /// Accepted keys, compared in time independent of where they differ: the keys given
 /// on the command line, and those of the keys file, which [`ApiKeys::keep_fresh`]
 /// reads again when it changes or on SIGHUP, without a restart.
+///
+/// Keys fail closed: once a keys file is configured, keys stay required whatever the
+/// file holds. A file emptied or unreadable later keeps the keys read before (with a
+/// warning); one empty from the start lets no request that needs a key in.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     fixed: Vec<Vec<u8>>,
     from_file: Arc<RwLock<Vec<Vec<u8>>>>,
+    file_configured: bool,
 }
 
 impl ApiKeys {
@@ -35,21 +40,29 @@ impl ApiKeys {
         Self {
             fixed: as_bytes(keys),
             from_file: Arc::default(),
+            file_configured: false,
         }
     }
 
     /// The keys given, and those of `file` (read now: a file that cannot be read is an
     /// error at start, not a gateway that accepts no key).
     pub fn with_file(keys: &[String], file: Option<&Path>) -> std::io::Result<Self> {
-        let api_keys = Self::new(keys);
+        let mut api_keys = Self::new(keys);
         if let Some(file) = file {
-            api_keys.replace_file_keys(&read_keys_file(file)?);
+            let read = read_keys_file(file)?;
+            if read.is_empty() {
+                tracing::warn!(file = %file.display(), "the API keys file holds no key: requests that need one are refused until one is added");
+            }
+            api_keys.replace_file_keys(&read);
+            api_keys.file_configured = true;
         }
         Ok(api_keys)
     }
 
+    /// Whether requests need a key: keys were given, or a keys file configured (even
+    /// one that holds none).
     pub fn required(&self) -> bool {
-        !self.fixed.is_empty() || !self.file_keys().is_empty()
+        !self.fixed.is_empty() || self.file_configured
     }
 
     pub fn accepts(&self, candidate: &str) -> bool {
@@ -102,6 +115,9 @@ impl ApiKeys {
                 .await
                 .map(|text| keys_of(&text));
             match read {
+                Ok(keys) if keys.is_empty() && !self.file_keys().is_empty() => {
+                    tracing::warn!(file = %file.display(), "the API keys file is now empty; keeping the keys read before (keys fail closed: to run without keys, restart without the file)");
+                }
                 Ok(keys) => {
                     self.replace_file_keys(&keys);
                     tracing::info!(file = %file.display(), keys = keys.len(), "API keys reloaded");
@@ -141,10 +157,10 @@ fn keys_of(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether a request may read `/metrics`: always, unless the gateway is told to keep
-/// them behind its API keys.
+/// Whether a request may read `/metrics`: with keys configured only with one (a
+/// scraper gets a key of its own), unless the gateway is told they are public.
 pub fn may_read_metrics(state: &AppState, request_key: Option<&str>) -> Result<(), Error> {
-    if !state.config.metrics_need_key || !keys_required(state) {
+    if state.config.metrics_public || !keys_required(state) {
         return Ok(());
     }
     match request_key {

@@ -32,8 +32,16 @@ pub struct GatewayConfig {
     pub max_upload_bytes: usize,
     /// Files one upload request may carry.
     pub max_upload_files: usize,
-    /// With API keys configured, `/metrics` needs one too.
-    pub metrics_need_key: bool,
+    /// `/metrics` without a key even when keys are configured (by default it needs one).
+    pub metrics_public: bool,
+    /// Host names clients reach the gateway by, besides localhost and its listen
+    /// address ([`crate::edge`]); required for a wildcard bind.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://name[:port]`) whose pages may send state-changing requests,
+    /// besides the gateway's own.
+    pub allowed_origins: Vec<String>,
+    /// Serve on an address other than loopback with no API key configured.
+    pub open_without_keys: bool,
     /// Streams (chat requests, task event streams) this gateway holds at once.
     pub max_in_flight: usize,
     /// Prompt jobs waiting in `PROMPTS` for one model beyond which new work is refused.
@@ -79,7 +87,10 @@ impl GatewayConfig {
             admin_api_keys_file: None,
             max_upload_bytes: 64 << 20,
             max_upload_files: 16,
-            metrics_need_key: false,
+            metrics_public: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            open_without_keys: false,
             max_in_flight: 1024,
             max_backlog: 1000,
             rate_limit: Some(RateLimit {
@@ -121,7 +132,10 @@ impl fmt::Debug for GatewayConfig {
             .field("admin_api_keys", &redacted(&self.admin_api_keys))
             .field("admin_api_keys_file", &self.admin_api_keys_file)
             .field("max_upload_bytes", &self.max_upload_bytes)
-            .field("metrics_need_key", &self.metrics_need_key)
+            .field("metrics_public", &self.metrics_public)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("open_without_keys", &self.open_without_keys)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_backlog", &self.max_backlog)
             .field("rate_limit", &self.rate_limit)

@@ -42,6 +42,24 @@ pub enum Error {
     UnsupportedType { message: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// A `Host` this gateway does not answer to (see [`crate::edge`]).
+    #[error(
+        "this gateway does not answer to the host {host:?}: reach it as localhost or by its \
+         address, or start it with --allowed-hosts naming it"
+    )]
+    UnknownHost { host: String },
+    /// A state-changing request from another site's page.
+    #[error(
+        "requests that change anything are refused from the page at {origin:?}: only this \
+         gateway's own page may send them, or an origin given to --allowed-origins"
+    )]
+    ForeignOrigin { origin: String },
+    /// A JSON endpoint's body sent as something else.
+    #[error(
+        "the body must be JSON, sent with Content-Type: application/json (this request \
+         said {found:?})"
+    )]
+    NotJson { found: String },
     /// No inference worker has ever served this model.
     #[error("the model {model} does not exist: GET /v1/models lists the models served")]
     ModelNotFound { model: String },
@@ -128,6 +146,9 @@ impl Error {
             Error::AdminKeyRequired { .. } => "admin_key_required",
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::NotFound { .. } => "not_found",
+            Error::UnknownHost { .. } => "unknown_host",
+            Error::ForeignOrigin { .. } => "foreign_origin",
+            Error::NotJson { .. } => "unsupported_media_type",
             Error::ModelNotFound { .. } => "model_not_found",
             Error::UnknownRoute { .. } => "unknown_route",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
@@ -173,8 +194,11 @@ impl Error {
             }
             Error::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MissingApiKey | Error::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            Error::AdminKeyRequired { .. } => StatusCode::FORBIDDEN,
-            Error::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::AdminKeyRequired { .. } | Error::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
+            Error::UnsupportedType { .. } | Error::NotJson { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Error::UnknownHost { .. } => StatusCode::MISDIRECTED_REQUEST,
             Error::NotFound { .. } | Error::UnknownRoute { .. } | Error::ModelNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }

@@ -27,6 +27,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod fuzz;
 pub mod openai;

@@ -10,9 +10,30 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
+use crate::edge::{self, Edge};
 use crate::error::Result;
 use crate::state::{AppState, Shared};
 use crate::{routes, service, telemetry};
+
+/// Refuses to serve beyond loopback with no API key unless told to, and warns when told.
+fn open_network_allowed(state: &AppState, address: SocketAddr) -> std::io::Result<()> {
+    let keys = state.api_keys.required() || state.admin_keys.required();
+    if keys || address.ip().is_loopback() {
+        return Ok(());
+    }
+    if !state.config.open_without_keys {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "listening on {address}, beyond this machine, with no API key: anyone who \
+                 reaches it could chat, upload and delete. Give --api-keys-file and \
+                 --admin-api-keys-file, or --open-without-keys to serve it open anyway"
+            ),
+        ));
+    }
+    tracing::warn!(%address, "serving beyond this machine with no API key (--open-without-keys): anyone who reaches it may chat, upload and delete");
+    Ok(())
+}
 
 /// Serves the gateway on `listener` until `cancel`, then shuts down gracefully.
 ///
@@ -27,6 +48,10 @@ pub async fn serve(
 ) -> Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, ?config, "gateway starting");
+    let edge = Arc::new(
+        Edge::new(address, &config.allowed_hosts, &config.allowed_origins)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+    );
     let metrics = telemetry::handle();
     let grace = config.shutdown_grace;
     let state = Arc::new(Shared::new(config, client, metrics.clone(), cancel.clone()).await?);
@@ -55,8 +80,11 @@ pub async fn serve(
     })
     .collect();
     let sweeper = tokio::spawn(sweep_rate_limits(state.clone(), background.clone()));
+    open_network_allowed(&state, address)?;
 
-    let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(edge, edge::check))
+        .into_make_service_with_connect_info::<SocketAddr>();
     // small SSE events must leave at once, not wait on Nagle for the client's ACK
     let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
         if let Err(err) = stream.set_nodelay(true) {

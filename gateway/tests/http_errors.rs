@@ -32,6 +32,7 @@ async fn bad_requests_are_400_naming_the_field() {
     let raw = h
         .http
         .post(&url)
+        .header("content-type", "application/json")
         .body("{\"messages\": [")
         .send()
         .await
@@ -39,6 +40,17 @@ async fn bad_requests_are_400_naming_the_field() {
     let error = error_of(raw, 400).await;
     assert_eq!(error["code"], "invalid_json");
     assert_eq!(error["type"], "invalid_request_error");
+    // a body a cross-site page could post without asking (text/plain) is never read
+    let plain = h
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}")
+        .send()
+        .await
+        .unwrap();
+    let error = error_of(plain, 415).await;
+    assert_eq!(error["code"], "unsupported_media_type");
 
     let cases = [
         (json!({"messages": "hello"}), "messages"),

@@ -66,8 +66,25 @@ pub struct GatewayHttpArgs {
     /// Files one upload request may carry
     #[arg(long, env = "CAUCE_MAX_UPLOAD_FILES", default_value_t = 16)]
     pub max_upload_files: usize,
-    /// With API keys configured, /metrics needs a key too
-    #[arg(long, env = "CAUCE_METRICS_NEED_KEY")]
+    /// /metrics without a key even when API keys are configured (by default, it needs
+    /// one: give a scraper a key of its own)
+    #[arg(long, env = "CAUCE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Host names clients reach the gateway by, comma-separated, besides localhost and
+    /// the listen address; any other Host gets 421 (required with --host 0.0.0.0)
+    #[arg(long, env = "CAUCE_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
+    /// Origins whose pages may send requests that change anything (https://name[:port],
+    /// comma-separated), besides the gateway's own page; others get 403
+    #[arg(long, env = "CAUCE_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Serve on an address other than loopback without any API key (anyone who reaches
+    /// it may chat, upload and delete)
+    #[arg(long, env = "CAUCE_OPEN_WITHOUT_KEYS")]
+    pub open_without_keys: bool,
+    /// What --metrics-public undoes, the default now; kept so that older command lines
+    /// still start
+    #[arg(long, env = "CAUCE_METRICS_NEED_KEY", hide = true)]
     pub metrics_need_key: bool,
     /// Streams this gateway holds at once; beyond it new requests get 503
     #[arg(long, env = "CAUCE_MAX_IN_FLIGHT", default_value_t = 1024)]
@@ -138,7 +155,10 @@ impl GatewayHttpArgs {
             admin_api_keys_file: self.admin_api_keys_file.clone(),
             max_upload_bytes: self.max_upload,
             max_upload_files: self.max_upload_files.max(1),
-            metrics_need_key: self.metrics_need_key,
+            metrics_public: self.metrics_public && !self.metrics_need_key,
+            allowed_hosts: split(&self.allowed_hosts),
+            allowed_origins: split(&self.allowed_origins),
+            open_without_keys: self.open_without_keys,
             max_in_flight: self.max_in_flight.max(1),
             max_backlog: self.max_backlog,
             rate_limit,

@@ -39,7 +39,7 @@ enum Command {
     /// Start the whole service: NATS (found or started), the bundled corpus, and one
     /// process each of the gateway (with the chat page), retrieval, inference and
     /// ingest, restarted when one dies.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Read Markdown, text, HTML, PDF, DOCX and EPUB files and publish them to the DOCS stream.
     Ingest(ingest::IngestArgs),
     /// Run one retrieval worker: follow DOCS into a local index, answer questions.
@@ -47,7 +47,7 @@ enum Command {
     /// Run one inference worker: a model pulling prompt jobs and streaming answers.
     Inference(inference::InferenceArgs),
     /// Run one HTTP gateway: the OpenAI-compatible API, the tasks API and the chat page.
-    Gateway(gateway::GatewayArgs),
+    Gateway(Box<gateway::GatewayArgs>),
     /// One screen for an operator: NATS servers, streams, consumers, workers, gateways.
     Status(status::StatusArgs),
     /// Re-run recorded questions as new requests and compare the answers; list and
@@ -89,13 +89,13 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up::run(args, &up_matches.unwrap_or_default()).await,
+            Command::Up(args) => up::run(*args, &up_matches.unwrap_or_default()).await,
             Command::Cache(args) => cache::run(args).await,
             Command::Nats(args) => nats::run(args).await,
             Command::Chaos(args) => chaos::run(args).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Retrieval(args) => retrieval::run(args).await,
-            Command::Gateway(args) => gateway::run(args).await,
+            Command::Gateway(args) => gateway::run(*args).await,
             Command::Inference(args) => inference::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Status(args) => status::run(args).await,

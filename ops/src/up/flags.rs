@@ -93,7 +93,7 @@ mod tests {
                 "--port",
                 "9000",
                 "--slots=2",
-                "--metrics-need-key",
+                "--metrics-public",
                 "--cache",
                 "false",
                 "--api-keys",
@@ -108,7 +108,7 @@ mod tests {
         };
         assert_eq!(get("CAUCE_GATEWAY_PORT").as_deref(), Some("9000"));
         assert_eq!(get("CAUCE_SLOTS").as_deref(), Some("2"));
-        assert_eq!(get("CAUCE_METRICS_NEED_KEY").as_deref(), Some("true"));
+        assert_eq!(get("CAUCE_METRICS_PUBLIC").as_deref(), Some("true"));
         assert_eq!(get("CAUCE_CACHE").as_deref(), Some("false"));
         assert_eq!(get("CAUCE_API_KEYS").as_deref(), Some("a,b"));
         assert_eq!(get("CAUCE_CTX_SIZE"), None, "defaults are not forwarded");
