@@ -59,6 +59,11 @@ async function session(context, name, viewport) {
   const page = await context.newPage();
   await page.setViewportSize(viewport);
   page.on("pageerror", err => { throw new Error("page error: " + err.message); });
+  // the page's Content-Security-Policy blocks nothing the page itself does
+  const blocked = [];
+  page.on("console", msg => {
+    if (/Content Security Policy/i.test(msg.text())) blocked.push(msg.text());
+  });
   await page.goto(base + "/");
   await page.evaluate(() => localStorage.clear());
   await page.reload();
@@ -89,6 +94,9 @@ async function session(context, name, viewport) {
     return result;
   });
   await page.waitForTimeout(200);
+  // the fixture's <img onerror> is an attack: the policy may say it blocked it
+  check(await page.evaluate(() => window.pwned === undefined), `${name}: the answer's HTML ran no script`);
+  blocked.length = 0;
   check(fixed.pre === 1 && fixed.code.includes("print('hi [1]')"), `${name}: a code block is a <pre>`);
   check(fixed.highlighted > 0, `${name}: the code block is highlighted`);
   check(fixed.strong === "pip" && fixed.items === 2 && fixed.cells === 2,
@@ -205,7 +213,7 @@ async function session(context, name, viewport) {
         { type: "text/markdown" }));
       window.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
     });
-    await page.waitForSelector("#doc-list li[data-id=up-lab-safety-md][data-state=indexed]", { timeout: 120_000 });
+    await page.waitForSelector('#doc-list li[data-id^="up-lab-safety-md-"][data-state=indexed]', { timeout: 120_000 });
     // the README's picture: a Markdown answer beside an indexed document
     await page.evaluate(() => document.getElementById("log").replaceChildren());
     await showFixedAnswer(page);
@@ -219,6 +227,7 @@ async function session(context, name, viewport) {
   check((await page.locator("#log .msg").count()) === 0 &&
     (await page.locator("#chat-list li .open").count()) === 1,
     `${name}: deleting the only conversation leaves a new empty one`);
+  check(blocked.length === 0, `${name}: the Content-Security-Policy blocked nothing (${blocked.join("; ")})`);
   await page.close();
 }
 
