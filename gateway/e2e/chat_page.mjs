@@ -219,6 +219,26 @@ async function session(context, name, viewport) {
     await showFixedAnswer(page);
     await page.screenshot({ path: join(screenshots, `chat_page_${name}_documents.png`) });
     await page.evaluate(() => document.getElementById("log").replaceChildren());
+
+    // an uploaded HTML file opened from the page, with a key stored, runs nothing on
+    // the page's origin: it shows as text, and its script never reads the key
+    await page.evaluate(() => localStorage.setItem("cauce.apiKey", "sk-the-teachers-key"));
+    const trap = "<html><head><title>Trap</title></head><body><p>Trap page text.</p><script>" +
+      "if (window.opener) window.opener.stolen = localStorage.getItem('cauce.apiKey');" +
+      "document.title = 'ran: ' + localStorage.getItem('cauce.apiKey');</script></body></html>";
+    await page.setInputFiles("#files", { name: "trap.html", mimeType: "text/html", buffer: Buffer.from(trap) });
+    const trapItem = '#doc-list li[data-id^="up-trap-html-"]';
+    await page.waitForSelector(trapItem + "[data-state=indexed]", { timeout: 120_000 });
+    const [popup] = await Promise.all([page.waitForEvent("popup"), page.locator(trapItem + " a").click()]);
+    await popup.waitForURL(/^blob:/);
+    await popup.waitForLoadState();
+    const opened = await popup.evaluate(() =>
+      ({ type: document.contentType, title: document.title, text: document.body ? document.body.innerText : "" }));
+    check(opened.type === "text/plain" && !opened.title.startsWith("ran:") && opened.text.includes("<script>"),
+      `${name}: an uploaded HTML file opens as text (${opened.type}, "${opened.title}")`);
+    check(await page.evaluate(() => window.stolen === undefined), `${name}: its script never read the stored key`);
+    await popup.close();
+    await page.evaluate(() => localStorage.removeItem("cauce.apiKey"));
   }
 
   await openChats();

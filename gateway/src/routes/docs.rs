@@ -37,5 +37,12 @@ pub async fn file(
     let body = tokio::fs::read(root.join(relative))
         .await
         .map_err(|_| not_found())?;
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    // as an uploaded file is served: a page in the folder never runs as the chat page's
+    // origin, and nothing is sniffed into another type
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, "sandbox"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    Ok((headers, body).into_response())
 }

@@ -74,8 +74,8 @@ pub struct UpArgs {
     /// Language of the corpus: english or spanish
     #[arg(long, env = "CAUCE_LANGUAGE", default_value = "english")]
     language: Language,
-    /// Folder ingested when DOCS is empty [default: ./docs if present, else the copy
-    /// bundled in the binary]
+    /// Folder ingested when DOCS is empty, and served under /docs/ [default: the guide
+    /// bundled in the binary; a ./docs folder is not taken unless named here]
     #[arg(long, env = "CAUCE_DOCS")]
     docs: Option<PathBuf>,
 }
@@ -247,11 +247,11 @@ impl Children {
     }
 }
 
-/// The folder of the corpus: `--docs`, else `./docs`, else the copy in the binary.
+/// The folder of the corpus: `--docs`, else the copy in the binary. Whatever `./docs`
+/// the working directory holds is not taken unasked: the gateway serves the folder.
 fn docs_folder(home: &Path, docs: Option<&Path>) -> anyhow::Result<PathBuf> {
     let folder = match docs {
         Some(folder) => folder.to_path_buf(),
-        None if Path::new("docs").is_dir() => PathBuf::from("docs"),
         None => write_bundled_docs(home)?,
     };
     // children start elsewhere in time, not in space, but an absolute path reads better
