@@ -16,7 +16,6 @@ use cauce_nats::dead::{DeadLetter, DeadReason};
 use cauce_nats::names;
 use cauce_nats::uploads::{Stored, Uploads};
 use cauce_nats::wire::{UploadJob, UploadRecord, UploadState};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -120,33 +119,11 @@ pub(crate) async fn follow_dead_letters(
     uploads: Uploads,
     cancel: CancellationToken,
 ) {
-    loop {
-        let consumer: std::result::Result<jetstream::consumer::PullConsumer, _> = js
-            .get_consumer_from_stream(names::DEAD_UPLOADS_CONSUMER, names::DEAD_UPLOADS)
-            .await;
-        let messages = match consumer {
-            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        match messages {
-            Ok(mut messages) => loop {
-                let next = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => handle(&uploads, message).await,
-                    Some(Err(err)) => debug!(error = %err, "upload dead letters: pull"),
-                    None => break,
-                }
-            },
-            Err(err) => warn!(error = %err, "upload dead letters: cannot consume, retrying"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    let (stream, consumer) = (names::DEAD_UPLOADS, names::DEAD_UPLOADS_CONSUMER);
+    cauce_nats::dead::follow(&js, stream, consumer, &cancel, |message| {
+        handle(&uploads, message)
+    })
+    .await;
 }
 
 async fn handle(uploads: &Uploads, message: jetstream::Message) {

@@ -164,12 +164,32 @@ pub async fn notify(
     results: Results,
     cancel: CancellationToken,
 ) {
+    let (stream, consumer) = (names::DEAD, names::DEAD_NOTIFY_CONSUMER);
+    follow(&js, stream, consumer, &cancel, |message| {
+        handle(&js, &client, &results, message)
+    })
+    .await;
+}
+
+/// Hands every message of the durable `consumer` of the dead-letter `stream` to
+/// `handle`, until `cancel` fires; a consumer that cannot be read (a reconnect, a
+/// leader election) is tried again every second. [`notify`] runs it on `DEAD`; the
+/// ingest workers on `DEAD_UPLOADS`.
+pub async fn follow<F, Fut>(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+    cancel: &CancellationToken,
+    mut handle: F,
+) where
+    F: FnMut(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
-        let consumer: Result<jetstream::consumer::PullConsumer, _> = js
-            .get_consumer_from_stream(names::DEAD_NOTIFY_CONSUMER, names::DEAD)
-            .await;
-        let messages = match consumer {
-            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
+        let pulled: Result<jetstream::consumer::PullConsumer, _> =
+            js.get_consumer_from_stream(consumer, stream).await;
+        let messages = match pulled {
+            Ok(pulled) => pulled.messages().await.map_err(|e| e.to_string()),
             Err(err) => Err(err.to_string()),
         };
         match messages {
@@ -179,12 +199,12 @@ pub async fn notify(
                     next = messages.next() => next,
                 };
                 match next {
-                    Some(Ok(message)) => handle(&js, &client, &results, message).await,
-                    Some(Err(err)) => debug!(error = %err, "dead letters: pull"),
+                    Some(Ok(message)) => handle(message).await,
+                    Some(Err(err)) => debug!(error = %err, stream, "dead letters: pull"),
                     None => break,
                 }
             },
-            Err(err) => warn!(error = %err, "dead letters: cannot consume DEAD, retrying"),
+            Err(err) => warn!(error = %err, stream, "dead letters: cannot consume, retrying"),
         }
         tokio::select! {
             () = cancel.cancelled() => return,

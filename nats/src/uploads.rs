@@ -417,19 +417,7 @@ impl Uploads {
         record.attempts = attempt.max(record.attempts);
         record.reason = None;
         record.updated_at_ms = wire::now_ms();
-        let written = self
-            .records
-            .update(record.id.as_str(), wire::encode(&record)?, read.revision)
-            .await;
-        match written {
-            Ok(revision) => Ok(Some(Stored { record, revision })),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(e) => Err(Error::jetstream(
-                "update",
-                format!("document record {}", record.id),
-                e,
-            )),
-        }
+        self.write_over(read, record).await
     }
 
     /// The upload job at `seq` in `UPLOADS` (a dead letter names it so), or `None` when
@@ -459,13 +447,19 @@ impl Uploads {
     pub async fn finish(&self, read: &Stored, record: &UploadRecord) -> Result<bool> {
         let mut record = record.clone();
         record.updated_at_ms = wire::now_ms();
+        Ok(self.write_over(read, record).await?.is_some())
+    }
+
+    /// Writes `record` over the revision `read`; the record as written, or `None` when
+    /// another writer changed it since.
+    async fn write_over(&self, read: &Stored, record: UploadRecord) -> Result<Option<Stored>> {
         let written = self
             .records
             .update(record.id.as_str(), wire::encode(&record)?, read.revision)
             .await;
         match written {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Ok(revision) => Ok(Some(Stored { record, revision })),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(Error::jetstream(
                 "update",
                 format!("document record {}", record.id),
