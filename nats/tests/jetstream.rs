@@ -43,6 +43,8 @@ async fn apply_twice_changes_nothing() -> Result {
             "bucket cauce-documents",
             "stream DEAD",
             "consumer DEAD/notify",
+            "stream DEAD_UPLOADS",
+            "consumer DEAD_UPLOADS/ingest",
         ]
     );
 
