@@ -957,8 +957,10 @@ fn get_unicode_map<'a>(doc: &'a Document, font: &'a Dictionary) -> Option<HashMa
         None => { }
         Some(&Object::Name(ref name)) => {
             let name = pdf_to_utf8(name);
+            // cauce: a ToUnicode named other than Identity-H read as no ToUnicode at all
+            // (the font's own encoding decides), not a todo!() panic on crafted input
             if name != "Identity-H" {
-                todo!("unsupported ToUnicode name: {:?}", name);
+                dlog!("unsupported ToUnicode name {:?}: ignored", name);
             }
         }
         _ => { panic!("unsupported cmap {:?}", to_unicode)}
